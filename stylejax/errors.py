@@ -1,0 +1,8 @@
+"""The one error type that the CLI turns into a single line on stderr."""
+
+
+class StylejaxError(Exception):
+    """A user-facing failure: bad input, a missing file, a wrong weight file.
+
+    The message is one line that says what is wrong and, where it helps, what to do.
+    """
