@@ -1,0 +1,5 @@
+import sys
+
+from stylejax.cli import main
+
+sys.exit(main())

@@ -1,0 +1,145 @@
+"""What every subcommand shares: argument types, one-line errors, JSON reports, progress bars."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from stylejax.errors import StylejaxError
+from stylejax.images import atomic_write
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are a single line on stderr (exit 2)."""
+
+    def error(self, message: str):  # noqa: D102 (argparse API)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def name_list(text: str) -> list[str]:
+    """``a,b,c`` -> ["a", "b", "c"] (spaces ignored, empties refused)."""
+    items = [item.strip() for item in text.split(",")]
+    if not text.strip() or any(not item for item in items):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return items
+
+
+def float_list(text: str) -> list[float]:
+    """``0.5,0.5`` -> [0.5, 0.5]; each must be finite and >= 0."""
+    try:
+        return [nonnegative_float(item) for item in name_list(text)]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers >= 0, got {text!r}") from None
+
+
+def write_json(path: str | Path, data) -> Path:
+    """Write a JSON report atomically."""
+    text = json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n"
+    return atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
+def _jsonable(value):
+    try:
+        import numpy as np
+
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def progress_bar(total: int, desc: str, unit: str = "it", quiet: bool = False):
+    """A tqdm bar on stderr (disabled when quiet or not needed)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=quiet, file=sys.stderr,
+                dynamic_ncols=True, leave=False)
+
+
+def fail(message: str, code: int = 1) -> int:
+    """Print one error line on stderr and return the exit code."""
+    first = message.strip().splitlines()[0] if message.strip() else "failed"
+    print(f"stylejax: error: {first}", file=sys.stderr, flush=True)
+    return code
+
+
+def run_guarded(handler, args: argparse.Namespace) -> int:
+    """Run a subcommand: StylejaxError -> one line and exit 1, Ctrl-C -> exit 130."""
+    try:
+        result = handler(args)
+        return 0 if result is None else int(result)
+    except StylejaxError as exc:
+        return fail(str(exc))
+    except KeyboardInterrupt:
+        return fail("interrupted", 130)
+    except MemoryError:
+        return fail("out of memory; try a smaller --size or --batch")
+
+
+def add_weights_args(p: argparse.ArgumentParser, default_arch: str = "vgg16") -> None:
+    """--arch and --weights, shared by every command that runs a network."""
+    p.add_argument("--arch", default=default_arch, metavar="ARCH",
+                   help=f"network architecture: vgg16, vgg19, ... (default: {default_arch})")
+    p.add_argument("--weights", default=None, metavar="NAME|FILE",
+                   help="weight set name (see `stylejax weights list`) or a .pth/.h5/.onnx/.safetensors "
+                        "file (default: the built-in ImageNet weights of --arch)")
+
+
+def split_commas(values: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for value in values:
+        out.extend(name_list(value))
+    return out

@@ -1,0 +1,137 @@
+"""Layout conversion: a read weight file (torchvision, Keras, ONNX) -> a backbone's params.
+
+Converters are registered per (family, format); a family is an arch name without its depth
+(``vgg16`` -> ``vgg``). :func:`check_params` compares every name and shape with the backbone's
+``param_shapes`` and says exactly what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+
+import numpy as np
+
+from stylejax import models, weightfiles
+from stylejax.errors import StylejaxError
+
+Params = dict
+Converter = Callable[[object, str], Params]
+
+_CONVERTERS: dict[tuple[str, str], Converter] = {}
+
+
+def converter(family: str, fmt: str) -> Callable[[Converter], Converter]:
+    """Register ``fn(data, arch) -> params`` for files of ``fmt`` holding a ``family`` network."""
+    def wrap(fn: Converter) -> Converter:
+        _CONVERTERS[(family, fmt)] = fn
+        return fn
+    return wrap
+
+
+def family_of(arch: str) -> str:
+    return re.sub(r"\d+$", "", arch)
+
+
+def hwio(w: np.ndarray) -> np.ndarray:
+    """OIHW (PyTorch, ONNX) -> HWIO (JAX), float32, contiguous."""
+    return np.ascontiguousarray(np.transpose(w, (2, 3, 1, 0)), dtype=np.float32)
+
+
+def take(data: Mapping[str, np.ndarray], key: str) -> np.ndarray:
+    """``data[key]`` as float32, or a one-line error naming the missing key."""
+    try:
+        return np.asarray(data[key], np.float32)
+    except KeyError:
+        raise StylejaxError(f"weight file has no {key!r}: not the expected layout") from None
+
+
+def flatten(tree: Mapping, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+    """Nested dicts -> ("a.b.c", leaf) pairs."""
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            yield from flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def unflatten(flat: Mapping[str, np.ndarray]) -> Params:
+    """Inverse of :func:`flatten`."""
+    tree: dict = {}
+    for key, value in flat.items():
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def check_params(params: Params, arch: str, origin: str) -> Params:
+    """Check every name, shape and value against ``arch``; the error says what is wrong."""
+    expected = dict(flatten(models.get(arch).param_shapes()))
+    flat = dict(flatten(params))
+    missing = sorted(set(expected) - set(flat))
+    extra = sorted(set(flat) - set(expected))
+    if missing or extra:
+        raise StylejaxError(f"{origin}: not {arch} weights (missing {missing[:3]}, unexpected {extra[:3]})")
+    for key, shape in expected.items():
+        if tuple(np.shape(flat[key])) != tuple(shape):
+            raise StylejaxError(f"{origin}: {key} has shape {tuple(np.shape(flat[key]))}, {arch} needs {tuple(shape)}")
+        if not np.all(np.isfinite(flat[key])):
+            raise StylejaxError(f"{origin}: {key} holds NaN or infinite values")
+    return params
+
+
+def convert_file(path: str | os.PathLike, arch: str) -> Params:
+    """Read a ``.pth``, ``.h5`` or ``.onnx`` file and convert it to checked ``arch`` params."""
+    models.get(arch)
+    fmt, data = weightfiles.read_any(path)
+    fn = _CONVERTERS.get((family_of(arch), fmt))
+    if fn is None:
+        raise StylejaxError(f"{path}: cannot convert a {fmt} file to {arch}")
+    return check_params(fn(data, arch), arch, str(path))
+
+
+# ----------------------------------------------------------------------------- VGG
+
+def _vgg_convs(arch: str) -> list[str]:
+    return [layer.name for layer in models.get(arch).layers if layer.kind == "conv"]
+
+
+@converter("vgg", "pth")
+def _vgg_from_pth(sd: Mapping[str, np.ndarray], arch: str) -> Params:
+    """torchvision ``features.{i}.weight|bias`` (OIHW) -> VGG params."""
+    index, params = 0, {}
+    for layer in models.get(arch).layers:
+        if layer.kind == "conv":
+            params[layer.name] = {"kernel": hwio(take(sd, f"features.{index}.weight")),
+                                  "bias": take(sd, f"features.{index}.bias")}
+            index += 2  # conv, relu
+        else:
+            index += 1
+    return params
+
+
+@converter("vgg", "h5")
+def _vgg_from_h5(data: Mapping[str, np.ndarray], arch: str) -> Params:
+    """Keras ``blockB_convC`` layers (kernel HWIO, bias) -> VGG params."""
+    params = {}
+    for name in _vgg_convs(arch):
+        block, conv = name[4:].split("_")
+        key = f"block{block}_conv{conv}"
+        params[name] = {"kernel": take(data, f"{key}/0"), "bias": take(data, f"{key}/1")}
+    return params
+
+
+@converter("vgg", "onnx")
+def _vgg_from_onnx(convs: list, arch: str) -> Params:
+    """The first conv nodes of an ONNX graph, in order (OIHW) -> VGG params."""
+    names = _vgg_convs(arch)
+    if len(convs) < len(names):
+        raise StylejaxError(f"ONNX file has {len(convs)} conv layers; {arch} needs {len(names)}")
+    params = {}
+    for name, (w, b) in zip(names, convs):
+        params[name] = {"kernel": hwio(w), "bias": np.zeros(w.shape[0], np.float32) if b is None else np.asarray(b, np.float32)}
+    return params

@@ -1,0 +1,181 @@
+"""Read any image Pillow reads into RGB uint8, resize it, and write results atomically.
+
+Every failure raises :class:`stylejax.errors.StylejaxError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
+
+from stylejax.errors import StylejaxError
+
+#: Images claiming more pixels than this are refused before decoding (decompression bombs).
+MAX_PIXELS = 100_000_000
+IMAGE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB: alpha composited on white, 16-bit scaled, CMYK via ICC."""
+    if img.mode == "CMYK" and img.info.get("icc_profile"):
+        try:
+            src = ImageCms.ImageCmsProfile(io.BytesIO(img.info["icc_profile"]))
+            return ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError):
+            pass  # a broken profile: fall back to Pillow's plain conversion
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        a = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
+        return Image.fromarray(np.clip(np.rint(a / peak * 255.0), 0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        scale = 255.0 if a.max(initial=0) <= 1.0 else 1.0
+        return Image.fromarray(np.clip(np.rint(a * scale), 0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def read_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
+    """Read an image file as u8[H, W, 3] RGB, optionally resized so its longest side is ``size``.
+
+    Handles grayscale, RGBA/LA (on white), palette, 16-bit, CMYK (with its ICC profile) and EXIF
+    rotation. Raises StylejaxError for a missing, empty, truncated, non-image or oversized file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise StylejaxError(f"{path}: no such file")
+    if path.is_dir():
+        raise StylejaxError(f"{path}: is a directory, not an image")
+    if path.stat().st_size == 0:
+        raise StylejaxError(f"{path}: empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > MAX_PIXELS:
+                    raise StylejaxError(
+                        f"{path}: {width}x{height} pixels is over the {MAX_PIXELS:,}-pixel limit")
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                rgb = _to_rgb(img)
+    except StylejaxError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise StylejaxError(f"{path}: not an image Pillow can read") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise StylejaxError(f"{path}: unreadable image ({_one_line(exc)})") from None
+    if size is not None:
+        rgb = resize_longest(rgb, size)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def resize_longest(img: Image.Image | np.ndarray, size: int) -> Image.Image:
+    """Resize (Lanczos) so the longest side is ``size``; an image already that size is untouched."""
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(np.asarray(img, np.uint8))
+    check_size(size)
+    width, height = img.size
+    if max(width, height) == size:
+        return img
+    scale = size / max(width, height)
+    new = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return img.resize(new, Image.Resampling.LANCZOS)
+
+
+def resize_to(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize u8[H, W, 3] to exactly (height, width) with Lanczos."""
+    if img.shape[:2] == (height, width):
+        return img
+    return np.asarray(Image.fromarray(img).resize((width, height), Image.Resampling.LANCZOS))
+
+
+def check_size(size: int) -> int:
+    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
+        raise StylejaxError(f"size must be a positive integer, got {size!r}")
+    return int(size)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True if two paths name the same file (resolving links), whether or not ``a`` exists."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def check_output(out: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (),
+                 suffixes: Iterable[str] | None = None) -> Path:
+    """Validate an output path before any work: not an input, writable folder, known suffix."""
+    out = Path(out)
+    for inp in inputs:
+        if same_file(out, inp):
+            raise StylejaxError(f"output {out} is also an input; refusing to write over it")
+    if suffixes is not None and out.suffix.lower() not in set(suffixes):
+        raise StylejaxError(f"output {out}: unsupported extension; use one of {', '.join(sorted(set(suffixes)))}")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise StylejaxError(f"output folder {parent} does not exist")
+    if out.is_dir():
+        raise StylejaxError(f"output {out} is a directory")
+    return out
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path`` and rename it into place.
+
+    Either the whole new file appears at ``path`` or nothing changes.
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def to_uint8(pixels) -> np.ndarray:
+    """f[..., 3] pixels in [0, 255] -> u8, rounded and clipped."""
+    return np.clip(np.rint(np.asarray(pixels, np.float32)), 0, 255).astype(np.uint8)
+
+
+def write_image(path: str | os.PathLike, pixels, quality: int = 95) -> Path:
+    """Write u8[H, W, 3] (or float pixels in [0, 255]) to PNG or JPEG, atomically."""
+    path = Path(path)
+    fmt = IMAGE_SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise StylejaxError(f"{path}: unsupported image extension; use .png, .jpg or .jpeg")
+    arr = pixels if isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8 else to_uint8(pixels)
+    img = Image.fromarray(arr)
+    options = {"quality": quality} if fmt == "JPEG" else {}
+    return atomic_write(path, lambda f: img.save(f, format=fmt, **options))

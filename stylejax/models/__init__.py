@@ -1,0 +1,64 @@
+"""Backbones behind one interface: a layer table and a pure ``features`` function.
+
+``get(arch)`` returns a :class:`Backbone`; every backbone's ``features`` has the signature
+``features(params, x, layers, *, pooling="max") -> {name: f32[N, h, w, C]}`` on NHWC input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+from stylejax.errors import StylejaxError
+from stylejax.models import vgg
+from stylejax.models.layers import Layer
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A network family member: its name, layer table, forward function and parameter shapes.
+
+    ``param_shapes()`` returns the nested dict of shapes a params pytree must have.
+    """
+
+    arch: str
+    layers: tuple[Layer, ...]
+    features: Callable[..., dict]
+    param_shapes: Callable[[], dict]
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    def check_layers(self, layers: Sequence[str]) -> list[str]:
+        """Validate names; raises StylejaxError listing the valid ones."""
+        vgg.check_layers(self.layers, layers)
+        return list(layers)
+
+
+_BACKBONES: dict[str, Backbone] = {
+    arch: Backbone(arch, vgg.layer_table(arch), vgg.features, partial(vgg.param_shapes, arch))
+    for arch in vgg.LAYERS
+}
+
+
+def register(backbone: Backbone) -> None:
+    """Add a backbone (used by the modules that define AlexNet and ResNets)."""
+    _BACKBONES[backbone.arch] = backbone
+
+
+def archs() -> list[str]:
+    """Names of all known architectures."""
+    return list(_BACKBONES)
+
+
+def get(arch: str) -> Backbone:
+    """The backbone called ``arch``; raises StylejaxError listing the known ones."""
+    try:
+        return _BACKBONES[arch]
+    except KeyError:
+        raise StylejaxError(f"unknown arch {arch!r}; known: {', '.join(_BACKBONES)}") from None
+
+
+__all__ = ["Backbone", "Layer", "archs", "get", "register"]

@@ -1,0 +1,130 @@
+"""VGG16 and VGG19 as pure functions: ``features(params, x, layers) -> {name: activation}``.
+
+Layer names follow the VGG paper: ``conv{block}_{index}`` (post-ReLU) and ``pool{block}``.
+``params`` is a pytree ``{"conv1_1": {"kernel": f32[3, 3, Cin, Cout] (HWIO), "bias": f32[Cout]}, ...}``.
+Inputs are NHWC, already preprocessed for the weights (see :mod:`stylejax.preprocessing`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+
+from stylejax.errors import StylejaxError
+from stylejax.models.layers import Layer
+
+Pooling = Literal["max", "avg"]
+
+# Channels per conv layer, "M" for a 2x2/2 pool; the configurations "D" and "E" of the paper.
+_CONFIGS: dict[str, tuple[int | str, ...]] = {
+    "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+    "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
+              512, 512, 512, 512, "M", 512, 512, 512, 512, "M"),
+}
+
+
+def _table(config: Sequence[int | str]) -> tuple[Layer, ...]:
+    layers: list[Layer] = []
+    block, index, channels = 1, 1, 3
+    for item in config:
+        if item == "M":
+            layers.append(Layer(f"pool{block}", "pool", 2, 2, 0, channels))
+            block, index = block + 1, 1
+        else:
+            channels = int(item)
+            layers.append(Layer(f"conv{block}_{index}", "conv", 3, 1, 1, channels))
+            index += 1
+    return tuple(layers)
+
+
+LAYERS: dict[str, tuple[Layer, ...]] = {arch: _table(cfg) for arch, cfg in _CONFIGS.items()}
+
+
+def conv_names(arch: str) -> list[str]:
+    """Names of the conv layers of ``arch``, in forward order."""
+    return [layer.name for layer in layer_table(arch) if layer.kind == "conv"]
+
+
+def param_shapes(arch: str) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Shapes of every parameter of ``arch``: kernel (3, 3, Cin, Cout) HWIO and bias (Cout,)."""
+    shapes, cin = {}, 3
+    for layer in layer_table(arch):
+        if layer.kind == "conv":
+            shapes[layer.name] = {"kernel": (3, 3, cin, layer.channels), "bias": (layer.channels,)}
+            cin = layer.channels
+    return shapes
+
+
+def layer_table(arch: str) -> tuple[Layer, ...]:
+    """The layer table of ``vgg16`` or ``vgg19``."""
+    try:
+        return LAYERS[arch]
+    except KeyError:
+        raise StylejaxError(f"unknown VGG arch {arch!r}; known: {', '.join(LAYERS)}") from None
+
+
+def arch_of(params: Mapping[str, object]) -> str:
+    """Which VGG a parameter pytree belongs to, from its conv layer names (static under jit)."""
+    names = set(params)
+    for arch in LAYERS:
+        if names == set(conv_names(arch)):
+            return arch
+    raise StylejaxError(f"parameters do not match any VGG: layers {sorted(names)}")
+
+
+def _conv_relu(x: jax.Array, p: Mapping[str, jax.Array]) -> jax.Array:
+    y = jax.lax.conv_general_dilated(
+        x, p["kernel"].astype(x.dtype), window_strides=(1, 1), padding=((1, 1), (1, 1)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jax.nn.relu(y + p["bias"].astype(x.dtype))
+
+
+def _pool(x: jax.Array, pooling: Pooling) -> jax.Array:
+    window, strides = (1, 2, 2, 1), (1, 2, 2, 1)
+    if pooling == "max":
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, "VALID")
+    summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, "VALID")
+    return summed / 4.0
+
+
+def features(params: Mapping[str, Mapping[str, jax.Array]], x: jax.Array,
+             layers: Sequence[str], *, pooling: Pooling = "max") -> dict[str, jax.Array]:
+    """Activations of a VGG at the named layers.
+
+    Args:
+      params: VGG16 or VGG19 parameter pytree (the arch is read from its keys).
+      x: f32[N, H, W, 3] preprocessed images (any H, W; pools floor odd sizes like Caffe's VALID).
+      layers: layer names, e.g. ``("conv1_1", "conv4_2", "pool5")``; must be static under jit.
+      pooling: ``"max"`` (the trained network) or ``"avg"`` (Gatys et al. for synthesis).
+
+    Returns:
+      ``{name: f32[N, h, w, C]}`` for each requested layer; conv outputs are post-ReLU.
+      Computation stops after the deepest requested layer.
+    """
+    if pooling not in ("max", "avg"):
+        raise StylejaxError(f"unknown pooling {pooling!r}; use 'max' or 'avg'")
+    table = layer_table(arch_of(params))
+    wanted = check_layers(table, layers)
+    deepest = max(i for i, layer in enumerate(table) if layer.name in wanted)
+    out: dict[str, jax.Array] = {}
+    for layer in table[: deepest + 1]:
+        x = _conv_relu(x, params[layer.name]) if layer.kind == "conv" else _pool(x, pooling)
+        if layer.name in wanted:
+            out[layer.name] = x
+    return out
+
+
+def check_layers(table: Sequence[Layer], layers: Sequence[str]) -> set[str]:
+    """Validate requested layer names against a table; the error lists the valid names."""
+    if isinstance(layers, str):
+        layers = (layers,)
+    if not layers:
+        raise StylejaxError("no layer requested")
+    names = [layer.name for layer in table]
+    unknown = [name for name in layers if name not in names]
+    if unknown:
+        raise StylejaxError(f"unknown layer {unknown[0]!r}; valid layers: {', '.join(names)}")
+    return set(layers)
