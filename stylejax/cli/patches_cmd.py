@@ -1,0 +1,123 @@
+"""``stylejax patches``: each unit's top image patches over a folder of images (Zeiler & Fergus)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from stylejax import models, weights
+from stylejax.cli.common import add_weights_args, nonnegative_int, positive_float, positive_int, write_json
+from stylejax.errors import StylejaxError
+from stylejax.interpret import scan as scan_lib
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "patches", help="find the image patches that excite each unit most (top-K scan over a folder)",
+        description="Stream every image under DIR (any number, any sub-folders) through the network, "
+                    "and keep, for each unit of --layer, the K images where its maximum activation is "
+                    "highest (one entry per image). Each image's shorter side is resized to --size and "
+                    "the centre --size x --size square is used (an image already that size is used as "
+                    "is). Writes OUT/patches.json (per unit, best first: image, activation, position, "
+                    "receptive-field box in the scanned image's pixels), OUT/<layer>.png (a block of "
+                    "patches per unit) and OUT/index.html. Unreadable files are skipped and listed. "
+                    "The scan is checkpointed to OUT/scan_state.npz; after an interruption rerun with "
+                    "--resume to continue where it stopped.",
+        epilog="example: stylejax patches photos/ --layer conv3_3 --units 0:16 --top 9 -o out/conv3_3")
+    p.add_argument("folder", metavar="DIR", help="folder of images (searched recursively)")
+    p.add_argument("--layer", required=True, metavar="LAYER", help="layer to scan, e.g. conv2_2 (see `stylejax rf`)")
+    p.add_argument("--units", default=None, metavar="A:B|I,J,..",
+                   help="units (channels) to keep: a half-open range A:B like a Python slice, or a "
+                        "comma-separated list (default: all units of the layer)")
+    p.add_argument("--top", "-k", type=positive_int, default=9, metavar="K",
+                   help="images kept per unit (default: 9)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if missing)")
+    p.add_argument("--size", type=positive_int, default=224, metavar="N",
+                   help="side of the square each image is resized and centre-cropped to (default: 224)")
+    p.add_argument("--batch", type=positive_int, default=16, metavar="B",
+                   help="images per compiled step, split over all devices (default: 16)")
+    add_weights_args(p)
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted scan saved in OUT (same settings required)")
+    p.add_argument("--checkpoint-every", type=positive_float, default=60.0, metavar="SECONDS",
+                   help="save the scan state this often (default: 60)")
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help="image decoding threads (default: min(8, CPU count))")
+    p.add_argument("--tile", type=positive_int, default=64, metavar="PX",
+                   help="side of each patch in the pictures (default: 64)")
+    p.add_argument("--projection", choices=("none", "deconvnet", "guided"), default="none",
+                   help="also show each patch's deconvnet or guided-backprop projection (one backward "
+                        "pass per patch; default: none)")
+    p.add_argument("--no-pictures", action="store_true", help="write patches.json only")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    g = p.add_argument_group("many processes (hosts)", "run the same command on every host with its own "
+                             "--process-id; each scans every N-th file, process 0 merges and writes OUT")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="address of process 0 (jax.distributed coordinator)")
+    g.add_argument("--num-processes", type=positive_int, default=1, metavar="N", help="processes in the job (default: 1)")
+    g.add_argument("--process-id", type=nonnegative_int, default=0, metavar="I", help="this process, 0..N-1 (default: 0)")
+    p.set_defaults(handler=run)
+
+
+def _check_output_folder(out: Path) -> bool:
+    """Validate OUT; return True if it must be created."""
+    if out.exists():
+        if not out.is_dir():
+            raise StylejaxError(f"output {out} exists and is not a folder")
+        return False
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise StylejaxError(f"output folder {parent} does not exist")
+    return True
+
+
+def run(args: argparse.Namespace) -> None:
+    folder, out = Path(args.folder), Path(args.output)
+    if not folder.exists():
+        raise StylejaxError(f"{folder}: no such folder")
+    if not folder.is_dir():
+        raise StylejaxError(f"{folder}: not a folder")
+    create = _check_output_folder(out)
+    backbone = models.get(args.arch)
+    backbone.check_layers([args.layer])
+    channels = {layer.name: layer.channels for layer in backbone.layers}[args.layer]
+    units = scan_lib.parse_units(args.units, channels, args.layer)
+    projection = None if args.projection == "none" else args.projection
+    if projection is not None:
+        try:
+            import stylejax.interpret.projection  # noqa: F401
+        except ImportError:
+            raise StylejaxError("--projection needs stylejax.interpret.projection, which is not installed") from None
+    if args.num_processes > 1 or args.coordinator is not None or args.process_id:
+        if args.coordinator is None:
+            raise StylejaxError("--num-processes needs --coordinator HOST:PORT")
+        from stylejax import distributed
+
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    w = weights.load(args.weights, args.arch)
+    if create:
+        out.mkdir(exist_ok=True)
+    try:
+        result = scan_lib.scan(folder, w, args.layer, units, top=args.top, size=args.size, batch=args.batch,
+                               state_dir=out, resume=args.resume, checkpoint_seconds=args.checkpoint_every,
+                               workers=args.workers, progress=not args.quiet)
+    except StylejaxError:
+        if create and not any(out.iterdir()):
+            out.rmdir()
+        raise
+    if args.process_id != 0:
+        scan_lib.clear_state(out)
+        print(f"process {args.process_id}: scanned its share; process 0 writes {out / 'patches.json'}", file=sys.stderr)
+        return
+    report = result.report()
+    write_json(out / "patches.json", report)  # the scan's result is safe before any picture is drawn
+    scan_lib.clear_state(out)
+    if not args.no_pictures:
+        from stylejax.interpret import grids
+
+        grids.write_pictures(report, folder, out, tile=args.tile, weights=w, projection=projection)
+    print(f"scanned {result.images} images ({len(result.skipped)} skipped) in {result.seconds:.1f} s "
+          f"({result.images / max(result.seconds, 1e-9):.1f} images/s); wrote {out / 'patches.json'}"
+          + ("" if args.no_pictures else f", {out / (args.layer + '.png')}, {out / 'index.html'}"),
+          file=sys.stderr)
