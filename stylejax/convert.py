@@ -135,3 +135,60 @@ def _vgg_from_onnx(convs: list, arch: str) -> Params:
     for name, (w, b) in zip(names, convs):
         params[name] = {"kernel": hwio(w), "bias": np.zeros(w.shape[0], np.float32) if b is None else np.asarray(b, np.float32)}
     return params
+
+
+# ----------------------------------------------------------------------------- AlexNet
+
+@converter("alexnet", "pth")
+def _alexnet_from_pth(sd: Mapping[str, np.ndarray], arch: str) -> Params:
+    """torchvision ``features.{0,3,6,8,10}.weight|bias`` (OIHW) -> AlexNet params."""
+    from stylejax.models import alexnet
+
+    if "features.0.weight" not in sd or "features.10.weight" not in sd:
+        raise StylejaxError(f"not a torchvision alexnet state dict (no 'features.0.weight' and 'features.10.weight'; "
+                            f"it has {_first_keys(sd)})")
+    return {name: {"kernel": hwio(take(sd, f"features.{i}.weight")), "bias": take(sd, f"features.{i}.bias")}
+            for name, i in alexnet.TORCHVISION_INDEX.items()}
+
+
+# ----------------------------------------------------------------------------- ResNet
+
+def _first_keys(sd: Mapping[str, np.ndarray], n: int = 3) -> str:
+    keys = list(sd)
+    return ", ".join(repr(k) for k in keys[:n]) + (", ..." if len(keys) > n else "") if keys else "no tensors"
+
+
+@converter("resnet", "pth")
+def _resnet_from_pth(sd: Mapping[str, np.ndarray], arch: str) -> Params:
+    """torchvision ``conv1``/``bn1``/``layer{s}.{b}.conv{j}|bn{j}|downsample`` -> Flax variables.
+
+    Conv weights OIHW -> HWIO; BatchNorm weight/bias -> params scale/bias, running mean/var ->
+    batch_stats mean/var. ``fc.*`` and ``num_batches_tracked`` are ignored. Keys of another
+    depth (e.g. ``layer1.0.conv3`` given as resnet18, ``layer3.6`` as resnet50) are refused.
+    """
+    from stylejax.models import resnet
+
+    mapping = resnet.torchvision_map(arch)
+    if "conv1.weight" not in sd or "layer1.0.conv1.weight" not in sd:
+        raise StylejaxError(f"not a torchvision ResNet state dict (no 'conv1.weight', 'layer1.0.conv1.weight'; "
+                            f"it has {_first_keys(sd)})")
+    missing = [k for k in mapping if k not in sd]
+    known = set(mapping) | {"fc.weight", "fc.bias"}
+    extra = [k for k in sd if k not in known and not k.endswith("num_batches_tracked")]
+    if missing or extra:
+        detail = f"missing {missing[:2]}" if missing else f"unexpected {extra[:2]}"
+        raise StylejaxError(f"not a torchvision {arch} state dict ({detail}; another ResNet depth?)")
+    params: dict = {}
+    for key, path in mapping.items():
+        value = take(sd, key)
+        if path[-1] == "kernel":
+            if value.ndim != 4:
+                raise StylejaxError(f"{key} has shape {value.shape}; a conv weight needs 4 dimensions")
+            value = hwio(value)
+        elif path[-1] == "var" and np.any(value < 0):
+            raise StylejaxError(f"{key} holds negative variances: not BatchNorm running statistics")
+        node = params
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return params

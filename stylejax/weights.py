@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -233,7 +234,7 @@ def _preprocessing_for(path: Path, preprocessing: str | None) -> str:
 
 
 def _to_jax(params: Params) -> dict:
-    return {k: {n: jnp.asarray(a) for n, a in v.items()} for k, v in params.items()}
+    return jax.tree_util.tree_map(jnp.asarray, params)
 
 
 def import_file(path: str | os.PathLike, arch: str, name: str | None = None,

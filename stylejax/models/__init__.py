@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from stylejax.errors import StylejaxError
-from stylejax.models import vgg
+from stylejax.models import alexnet, resnet, vgg
 from stylejax.models.layers import Layer
 
 
@@ -41,6 +41,11 @@ _BACKBONES: dict[str, Backbone] = {
     arch: Backbone(arch, vgg.layer_table(arch), vgg.features, partial(vgg.param_shapes, arch))
     for arch in vgg.LAYERS
 }
+_BACKBONES["alexnet"] = Backbone("alexnet", alexnet.layer_table(), alexnet.features, alexnet.param_shapes)
+_BACKBONES.update({
+    arch: Backbone(arch, resnet.layer_table(arch), partial(resnet.features, arch), partial(resnet.param_shapes, arch))
+    for arch in resnet.ARCHS
+})
 
 
 def register(backbone: Backbone) -> None:

@@ -7,7 +7,7 @@ Inputs are NHWC, already preprocessed for the weights (see :mod:`stylejax.prepro
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import jax
@@ -75,11 +75,11 @@ def arch_of(params: Mapping[str, object]) -> str:
     raise StylejaxError(f"parameters do not match any VGG: layers {sorted(names)}")
 
 
-def _conv_relu(x: jax.Array, p: Mapping[str, jax.Array]) -> jax.Array:
+def _conv_relu(x: jax.Array, p: Mapping[str, jax.Array], relu: Callable[[jax.Array], jax.Array]) -> jax.Array:
     y = jax.lax.conv_general_dilated(
         x, p["kernel"].astype(x.dtype), window_strides=(1, 1), padding=((1, 1), (1, 1)),
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return jax.nn.relu(y + p["bias"].astype(x.dtype))
+    return relu(y + p["bias"].astype(x.dtype))
 
 
 def _pool(x: jax.Array, pooling: Pooling) -> jax.Array:
@@ -91,7 +91,8 @@ def _pool(x: jax.Array, pooling: Pooling) -> jax.Array:
 
 
 def features(params: Mapping[str, Mapping[str, jax.Array]], x: jax.Array,
-             layers: Sequence[str], *, pooling: Pooling = "max") -> dict[str, jax.Array]:
+             layers: Sequence[str], *, pooling: Pooling = "max",
+             relu: Callable[[jax.Array], jax.Array] = jax.nn.relu) -> dict[str, jax.Array]:
     """Activations of a VGG at the named layers.
 
     Args:
@@ -99,6 +100,8 @@ def features(params: Mapping[str, Mapping[str, jax.Array]], x: jax.Array,
       x: f32[N, H, W, 3] preprocessed images (any H, W; pools floor odd sizes like Caffe's VALID).
       layers: layer names, e.g. ``("conv1_1", "conv4_2", "pool5")``; must be static under jit.
       pooling: ``"max"`` (the trained network) or ``"avg"`` (Gatys et al. for synthesis).
+      relu: the rectifier; interpretability methods pass ones with modified gradients
+        (deconvnet, guided backprop, redirected ReLU).
 
     Returns:
       ``{name: f32[N, h, w, C]}`` for each requested layer; conv outputs are post-ReLU.
@@ -111,7 +114,7 @@ def features(params: Mapping[str, Mapping[str, jax.Array]], x: jax.Array,
     deepest = max(i for i, layer in enumerate(table) if layer.name in wanted)
     out: dict[str, jax.Array] = {}
     for layer in table[: deepest + 1]:
-        x = _conv_relu(x, params[layer.name]) if layer.kind == "conv" else _pool(x, pooling)
+        x = _conv_relu(x, params[layer.name], relu) if layer.kind == "conv" else _pool(x, pooling)
         if layer.name in wanted:
             out[layer.name] = x
     return out
