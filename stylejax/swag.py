@@ -14,7 +14,6 @@ sums to 1, so losses on it are tiny: scale the loss weights accordingly (or mult
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from stylejax.errors import StylejaxError
 

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stylejax import models, weightfiles
+from stylejax import weightfiles
 from stylejax.convert import check_params, convert_file, flatten, unflatten
 from stylejax.errors import StylejaxError
 from stylejax.images import atomic_write

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from conftest import data_path
 from stylejax.interpret.scan import TopK, merge_processes
