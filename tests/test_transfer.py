@@ -1,0 +1,201 @@
+"""Style transfer on the real VGG16 at tiny sizes: the objective, the loop, batching, colour."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stylejax import color, transfer
+from stylejax.errors import StylejaxError
+from stylejax.extract import extract_features
+from stylejax.images import resize_longest
+
+
+@pytest.fixture(scope="module")
+def images():
+    r = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:24, 0:32]
+    content = np.stack([xx * 8, yy * 10, 128 + 60 * np.sin(xx / 3.0)], -1).clip(0, 255).astype(np.uint8)
+    style = r.integers(0, 256, (20, 20, 3)).astype(np.uint8)
+    return content, style
+
+
+FAST = transfer.Settings(size=32, iters=4, style_weight=10.0, optimizer="lbfgs")
+
+
+def test_objective_terms_match_numpy_losses(vgg16, images):
+    content, style = images
+    s = transfer.validate(FAST, "vgg16", 1)
+    obj = transfer.Objective("vgg16", "caffe", s.content_layer, s.style_layers, (0.1, 0.2, 0.3, 0.2, 0.2),
+                             2.0, 3.0, 0.5)
+    c = content[None].astype(np.float32)
+    targets, _ = transfer._scale_targets(vgg16, obj, s, c, [style], (1.0,), 32)
+    x = c + np.random.default_rng(0).normal(0, 20, c.shape).astype(np.float32)
+    terms = transfer.evaluate(vgg16.params, jnp.asarray(x), targets, obj=obj)
+    # independent composition: features -> numpy float64 losses
+    fx = {k: np.asarray(v[0], np.float64) for k, v in extract_features(vgg16, x, obj.layers).items()}
+    fc = extract_features(vgg16, c, [obj.content_layer])[obj.content_layer][0]
+    style_32 = np.asarray(resize_longest(style, 32))  # the style is resized to style_scale * size
+    fs = extract_features(vgg16, style_32[None], obj.style_layers)
+    jc = 0.5 * np.sum((fx[obj.content_layer] - np.asarray(fc, np.float64)) ** 2)
+    js = 0.0
+    for lam, l in zip(obj.style_layer_weights, obj.style_layers):
+        a, sa = fx[l], np.asarray(fs[l][0], np.float64)
+        g = np.einsum("ijk,ijl->kl", a, a) / (a.shape[0] * a.shape[1])
+        t = np.einsum("ijk,ijl->kl", sa, sa) / (sa.shape[0] * sa.shape[1])
+        js += lam * np.sum((g - t) ** 2) / a.shape[-1] ** 2
+    d = x[0].astype(np.float64)
+    tv = 0.5 * np.sum((d[:-1, :-1] - d[:-1, 1:]) ** 2 + (d[:-1, :-1] - d[1:, :-1]) ** 2)
+    assert float(terms["content"][0]) == pytest.approx(jc, rel=1e-4)
+    assert float(terms["style"][0]) == pytest.approx(js, rel=1e-3)
+    assert float(terms["tv"][0]) == pytest.approx(tv, rel=1e-5)
+    assert float(terms["total"][0]) == pytest.approx(2 * jc + 3 * js + 0.5 * tv, rel=1e-3)
+
+
+def test_lbfgs_and_adam_decrease_the_objective(vgg16, images):
+    content, style = images
+    for opt in ("lbfgs", "adam"):
+        s = dataclasses.replace(FAST, optimizer=opt, iters=6)
+        r = transfer.transfer(vgg16, content, [style], s)
+        assert r.images.shape == (1, 24, 32, 3) and r.images.dtype == np.uint8
+        assert r.iterations == 6 and not r.interrupted
+        assert r.loss[0]["total"] < 0.7 * r.history[0], opt  # history[0]: J at the start
+        assert r.s_per_iter > 0 and r.seconds > 0
+        assert set(r.loss[0]) >= {"total", "content", "style", "tv"}
+
+
+def test_batch_is_vmapped_independent_runs(vgg16, images):
+    content, style = images
+    other = np.ascontiguousarray(content[::-1, ::-1])
+    s = dataclasses.replace(FAST, optimizer="adam", iters=3)
+    batch = transfer.transfer_batch(vgg16, np.stack([content, other]), [style], s)
+    alone = [transfer.transfer(vgg16, c, [style], s) for c in (content, other)]
+    for b in range(2):
+        assert batch.loss[b]["total"] == pytest.approx(alone[b].loss[0]["total"], rel=1e-3)
+        assert np.abs(batch.images[b].astype(int) - alone[b].images[0]).max() <= 2
+
+
+def test_random_init_is_seeded(vgg16, images):
+    content, style = images
+    s = dataclasses.replace(FAST, init="random", iters=2)
+    a = transfer.transfer(vgg16, content, [style], s)
+    b = transfer.transfer(vgg16, content, [style], s)
+    c = transfer.transfer(vgg16, content, [style], dataclasses.replace(s, seed=1))
+    np.testing.assert_array_equal(a.images, b.images)
+    assert a.loss[0]["total"] != c.loss[0]["total"]
+
+
+def test_multiscale_blend_and_options(vgg16, images):
+    content, style = images
+    gray_style = np.repeat(style[..., :1], 3, -1)
+    s = dataclasses.replace(FAST, scales=(16, 32), iters=2, style_blend=(3.0, 1.0), normalize_gradients=True,
+                            tv_weight=1e-3, pooling="avg", style_scale=0.5, match_histogram=True)
+    r = transfer.transfer(vgg16, content, [style, gray_style], s)
+    assert r.images.shape == (1, 24, 32, 3)
+    assert [p["shape"] for p in r.per_scale] == [[12, 16], [24, 32]]
+    assert r.iterations == 4 and np.isfinite(r.loss[0]["total"])
+
+
+def test_luminance_only_and_original_colors_keep_content_chroma(vgg16, images):
+    content, style = images
+    chroma = np.asarray(color.rgb_to_yiq(content.astype(np.float32)))[..., 1:]
+    for flag in ("luminance_only", "original_colors"):
+        r = transfer.transfer(vgg16, content, [style], dataclasses.replace(FAST, iters=3, **{flag: True}))
+        out = np.asarray(color.rgb_to_yiq(r.images[0].astype(np.float32)))
+        # chroma is the content's up to u8 rounding and clipping of saturated pixels
+        assert np.median(np.abs(out[..., 1:] - chroma)) < 1.0, flag
+        assert np.abs(out[..., 0] - np.asarray(color.luminance(content.astype(np.float32)))[..., 0]).mean() > 0.5
+
+
+def test_interrupt_returns_best_so_far(vgg16, images):
+    content, style = images
+
+    def callback(done, total, loss, get_images):
+        assert get_images().shape == (1, 24, 32, 3)
+        if done == 3:
+            raise KeyboardInterrupt
+
+    r = transfer.transfer(vgg16, content, [style], dataclasses.replace(FAST, iters=50), callback=callback)
+    assert r.interrupted and r.iterations == 3
+    assert r.images.shape == (1, 24, 32, 3)
+    assert r.loss[0]["total"] <= min(r.history) * (1 + 1e-5)
+
+
+def test_classic_weights_mapping(vgg16):
+    alpha, beta, lam = transfer.classic_weights("vgg16", vgg16.params, (384, 512), "conv4_2",
+                                                ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"))
+    assert alpha == pytest.approx(2 * 5 / (512 * 48 * 64))
+    assert beta == 100.0
+    assert lam == pytest.approx((1 / 64**2, 1 / 128**2, 1 / 256**2, 1 / 512**2, 1 / 512**2))
+
+
+def test_validate_refuses_bad_settings():
+    for bad in (dict(iters=0), dict(content_weight=float("nan")), dict(style_weight=-1.0),
+                dict(tv_weight=float("inf")), dict(content_layer="conv9_9"), dict(style_layers=("nope",)),
+                dict(style_blend=(1.0,)), dict(style_layer_weights=(1.0, 2.0)), dict(lr=0.0),
+                dict(style_scale=0.0), dict(optimizer="sgd"), dict(luminance_only=True, original_colors=True)):
+        with pytest.raises(StylejaxError):
+            transfer.validate(dataclasses.replace(FAST, **bad), "vgg16", 2)
+
+
+def test_match_color_gives_content_statistics(rng):
+    style = rng.random((30, 40, 3)).astype(np.float32) * np.array([200, 50, 20], np.float32)
+    content = rng.random((20, 20, 3)).astype(np.float32) @ np.array([[100, 20, 0], [0, 80, 30], [10, 0, 90]],
+                                                                    np.float32) + 40
+    out = np.asarray(color.match_color(style, content), np.float64).reshape(-1, 3)
+    c = content.reshape(-1, 3).astype(np.float64)
+    np.testing.assert_allclose(out.mean(0), c.mean(0), atol=0.05)
+    np.testing.assert_allclose(np.cov(out, rowvar=False), np.cov(c, rowvar=False), rtol=1e-3, atol=0.05)
+
+
+def test_yiq_round_trip_and_luminance_match(rng):
+    x = rng.random((5, 6, 3)).astype(np.float32) * 255
+    np.testing.assert_allclose(color.yiq_to_rgb(color.rgb_to_yiq(x)), x, atol=1e-3)
+    assert float(color.luminance(np.full((1, 1, 3), 100.0, np.float32))[0, 0, 0]) == pytest.approx(100.0, rel=1e-5)
+    y = color.match_luminance(jnp.asarray(x[..., :1]), jnp.asarray(x[..., 1:2] * 0.5 + 10))
+    assert float(jnp.mean(y)) == pytest.approx(float(np.mean(x[..., 1] * 0.5 + 10)), rel=1e-4)
+    assert float(jnp.std(y)) == pytest.approx(float(np.std(x[..., 1] * 0.5)), rel=1e-4)
+
+
+def test_step_is_one_jitted_call_that_composes_with_grad(vgg16, images):
+    # the objective is differentiable end to end and jit/vmap compose (no host callbacks inside)
+    content, style = images
+    s = transfer.validate(FAST, "vgg16", 1)
+    obj = transfer.Objective("vgg16", "caffe", s.content_layer, s.style_layers, (0.2,) * 5, 1.0, 10.0)
+    targets, _ = transfer._scale_targets(vgg16, obj, s, content[None].astype(np.float32), [style], (1.0,), 32)
+    t0 = jax.tree.map(lambda a: a[0], targets)
+    f = jax.jit(jax.grad(lambda v: transfer.objective_terms(obj, vgg16.params, v, t0)[0]))
+    text = f.lower(jnp.asarray(content, jnp.float32)).as_text()
+    assert "callback" not in text
+    g = np.asarray(f(jnp.asarray(content, jnp.float32) + 1.0))
+    assert g.shape == content.shape and np.isfinite(g).all() and np.abs(g).sum() > 0
+
+
+def test_swag_smooths_activations_before_the_losses(vgg16, images):
+    """With swag=tau the losses see softmax(a / tau) * (h w C) of each layer (Wang et al. 2021)."""
+    content, style = images
+    s = transfer.validate(dataclasses.replace(FAST, swag=2.0), "vgg16", 1)
+    obj = transfer.Objective("vgg16", "caffe", s.content_layer, s.style_layers, (0.2,) * 5, 1.0, 1.0, swag=2.0)
+    c = content[None].astype(np.float32)
+    targets, _ = transfer._scale_targets(vgg16, obj, s, c, [style], (1.0,), 32)
+    x = np.random.default_rng(3).uniform(0, 255, c.shape).astype(np.float32)
+    terms = transfer.evaluate(vgg16.params, jnp.asarray(x), targets, obj=obj)
+
+    def smooth(a):
+        a = np.asarray(a, np.float64)
+        e = np.exp((a - a.max()) / 2.0)
+        return e / e.sum() * a.size
+
+    fx = smooth(extract_features(vgg16, x, [obj.content_layer])[obj.content_layer][0])
+    fc = smooth(extract_features(vgg16, c, [obj.content_layer])[obj.content_layer][0])
+    expected = 0.5 * np.sum((fx - fc) ** 2)
+    assert expected > 1.0
+    assert float(terms["content"][0]) == pytest.approx(expected, rel=1e-3)
+    result = transfer.transfer(vgg16, content, [style], dataclasses.replace(FAST, swag=2.0))
+    assert result.loss[0]["total"] < float(terms["total"][0]) * 10 and np.isfinite(result.loss[0]["total"])
+    with pytest.raises(StylejaxError, match="swag"):
+        transfer.validate(dataclasses.replace(FAST, swag=-1.0), "vgg16", 1)
