@@ -23,10 +23,13 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from stylejax import weights
+from stylejax.errors import StylejaxError
 from stylejax.cli.common import write_json
 from stylejax.interpret import grids
 from stylejax.interpret.scan import scan_layers
 
+DEFAULT_LAYERS = {"vgg16": "conv1_2,conv2_2,conv3_3", "vgg19": "conv1_2,conv2_2,conv3_4",
+                  "alexnet": "conv1,conv2,conv3"}
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 
 
@@ -51,7 +54,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(DEFAULT_DATA), help="folder of images (default: imagenet-sample)")
     p.add_argument("-o", "--output", required=True, help="output folder (outside the repository)")
-    p.add_argument("--layers", default="conv1_2,conv2_2,conv3_3")
+    p.add_argument("--arch", default="vgg16", help="vgg16 (built-in weights), vgg19, alexnet, resnet50, ...")
+    p.add_argument("--layers", default=None,
+                   help="layers to draw (default: vgg conv1_2,conv2_2,conv3_3; alexnet conv1,conv2,conv3)")
     p.add_argument("--units", default=None, help="layer:u,u,...;layer:u,... (default: 9 live units, spread)")
     p.add_argument("--n-units", type=int, default=9)
     p.add_argument("--top", type=int, default=9)
@@ -59,13 +64,18 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--tile", type=int, default=40)
     p.add_argument("--projection", choices=("none", "deconvnet", "guided"), default="deconvnet")
-    p.add_argument("--weights", default="vgg16")
+    p.add_argument("--weights", default=None, help="weight set name or file (default: the built-in vgg16)")
     args = p.parse_args(argv)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    layers = [name.strip() for name in args.layers.split(",")]
+    default_layers = DEFAULT_LAYERS.get(args.arch, DEFAULT_LAYERS["vgg16"])
+    layers = [name.strip() for name in (args.layers or default_layers).split(",")]
     chosen = parse_unit_spec(args.units)
-    w = weights.load(args.weights)
+    try:
+        w = weights.load(args.weights, args.arch)
+    except StylejaxError as exc:
+        print(f"lecture_figure: error: {exc}", file=sys.stderr)
+        return 1
 
     results = scan_layers(args.data, w, {name: None for name in layers}, top=args.top, size=args.size,
                           batch=args.batch, state_dir=out, resume=True)
