@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from stylejax import color, losses, models
 from stylejax.errors import StylejaxError
@@ -372,6 +373,7 @@ def transfer_batch(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray
             else:
                 x = jax.image.resize(x, (*x.shape[:1], *content_px.shape[1:3], x.shape[-1]), "bilinear")
             state = init_state(opt, x)
+            x, state, targets = _shard_batch((x, state, targets), batch)
             best_loss[:] = np.inf
             call_times: list[float] = []
             k = 0
@@ -422,6 +424,19 @@ def transfer_batch(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray
                              "style_layer_weights": dict(zip(obj.style_layers, obj.style_layer_weights)),
                              "content_layer": obj.content_layer, "optimized": "pixels (RGB 0-255)"
                              if not s.luminance_only else "luminance Y (0-255)"})
+
+
+def _shard_batch(tree, batch: int):
+    """Split every leaf's leading (batch) axis over the local devices when it divides evenly.
+
+    ``steps`` then runs data-parallel (jit follows the input sharding); with one device, or a
+    batch the device count does not divide, the tree is returned unchanged.
+    """
+    devices = jax.local_devices()
+    if len(devices) < 2 or batch % len(devices):
+        return tree
+    mesh = Mesh(np.array(devices), ("batch",))
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec("batch")))
 
 
 def _match_shape(contents: np.ndarray, hw: tuple[int, int]) -> np.ndarray:

@@ -199,3 +199,33 @@ def test_swag_smooths_activations_before_the_losses(vgg16, images):
     assert result.loss[0]["total"] < float(terms["total"][0]) * 10 and np.isfinite(result.loss[0]["total"])
     with pytest.raises(StylejaxError, match="swag"):
         transfer.validate(dataclasses.replace(FAST, swag=-1.0), "vgg16", 1)
+
+
+def test_batch_shards_over_two_devices_with_identical_results(vgg16, images, tmp_path):
+    """transfer_batch on 2 forced host devices equals the single-device run."""
+    import subprocess
+    import sys
+
+    content, style = images
+    contents = np.stack([content, content[::-1]])
+    np.savez(tmp_path / "in.npz", contents=contents, style=style)
+    code = (
+        "import sys, numpy as np, jax\n"
+        "from stylejax import transfer, weights\n"
+        "d = np.load(sys.argv[1])\n"
+        "s = transfer.Settings(size=32, iters=3, style_weight=10.0, optimizer='adam')\n"
+        "r = transfer.transfer_batch(weights.load('vgg16', progress=None), d['contents'], [d['style']], s)\n"
+        "np.savez(sys.argv[2], images=r.images, loss=[l['total'] for l in r.loss], devices=len(jax.devices()))\n")
+    import os
+
+    runs = {}
+    for n in (1, 2):
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+        out = tmp_path / f"out{n}.npz"
+        r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "in.npz"), str(out)], env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        runs[n] = np.load(out)
+    assert int(runs[2]["devices"]) == 2
+    np.testing.assert_allclose(runs[2]["loss"], runs[1]["loss"], rtol=1e-4)
+    assert np.abs(runs[2]["images"].astype(int) - runs[1]["images"].astype(int)).max() <= 1

@@ -148,3 +148,18 @@ def test_vgg19_random_params_forward(rng):
     out = vgg.features(params, jnp.zeros((1, 32, 32, 3)), ["conv5_4", "pool5"])
     assert out["conv5_4"].shape == (1, 2, 2, 512) and out["pool5"].shape == (1, 1, 1, 512)
     assert vgg.arch_of(params) == "vgg19"
+
+
+def test_remat_gives_the_same_values_and_gradients(vgg16, rng):
+    x = jnp.asarray(preprocess(rng.uniform(0, 255, (1, 20, 20, 3)), "caffe"))
+    layers = ("conv1_1", "conv3_1", "conv4_2")
+
+    def f(img, remat):
+        acts = vgg.features(vgg16.params, img, layers, remat=remat)
+        return sum(jnp.sum(a ** 2) * 1e-6 for a in acts.values())
+
+    plain, checkpointed = jax.value_and_grad(f)(x, False), jax.value_and_grad(f)(x, True)
+    assert float(plain[0]) == pytest.approx(float(checkpointed[0]), rel=1e-6)
+    np.testing.assert_allclose(np.asarray(checkpointed[1]), np.asarray(plain[1]), rtol=1e-5, atol=1e-6)
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda img: f(img, True)))(x))
+    assert "remat" in jaxpr or "checkpoint" in jaxpr

@@ -92,7 +92,7 @@ def _pool(x: jax.Array, pooling: Pooling) -> jax.Array:
 
 def features(params: Mapping[str, Mapping[str, jax.Array]], x: jax.Array,
              layers: Sequence[str], *, pooling: Pooling = "max",
-             relu: Callable[[jax.Array], jax.Array] = jax.nn.relu) -> dict[str, jax.Array]:
+             relu: Callable[[jax.Array], jax.Array] = jax.nn.relu, remat: bool = False) -> dict[str, jax.Array]:
     """Activations of a VGG at the named layers.
 
     Args:
@@ -102,6 +102,8 @@ def features(params: Mapping[str, Mapping[str, jax.Array]], x: jax.Array,
       pooling: ``"max"`` (the trained network) or ``"avg"`` (Gatys et al. for synthesis).
       relu: the rectifier; interpretability methods pass ones with modified gradients
         (deconvnet, guided backprop, redirected ReLU).
+      remat: rematerialise each block (the convs up to a pool) under ``jax.checkpoint``: a
+        gradient then keeps only block outputs and recomputes the rest, for large images.
 
     Returns:
       ``{name: f32[N, h, w, C]}`` for each requested layer; conv outputs are post-ReLU.
@@ -113,11 +115,30 @@ def features(params: Mapping[str, Mapping[str, jax.Array]], x: jax.Array,
     wanted = check_layers(table, layers)
     deepest = max(i for i, layer in enumerate(table) if layer.name in wanted)
     out: dict[str, jax.Array] = {}
-    for layer in table[: deepest + 1]:
-        x = _conv_relu(x, params[layer.name], relu) if layer.kind == "conv" else _pool(x, pooling)
-        if layer.name in wanted:
-            out[layer.name] = x
+    for block in _blocks(table[: deepest + 1]):
+        def run(x, block_params, block=block):
+            kept = {}
+            for layer in block:
+                x = _conv_relu(x, block_params[layer.name], relu) if layer.kind == "conv" else _pool(x, pooling)
+                if layer.name in wanted:
+                    kept[layer.name] = x
+            return x, kept
+
+        block_params = {layer.name: params[layer.name] for layer in block if layer.kind == "conv"}
+        x, kept = (jax.checkpoint(run) if remat else run)(x, block_params)
+        out.update(kept)
     return out
+
+
+def _blocks(table: Sequence[Layer]) -> list[tuple[Layer, ...]]:
+    """Split a layer table after each pool: VGG's blocks."""
+    blocks, current = [], []
+    for layer in table:
+        current.append(layer)
+        if layer.kind == "pool":
+            blocks.append(tuple(current))
+            current = []
+    return blocks + ([tuple(current)] if current else [])
 
 
 def check_layers(table: Sequence[Layer], layers: Sequence[str]) -> set[str]:
