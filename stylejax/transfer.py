@@ -35,6 +35,7 @@ DEFAULT_CONTENT_LAYER = {"vgg16": "conv4_2", "vgg19": "conv4_2"}
 DEFAULT_STYLE_LAYERS = {"vgg16": ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"),
                         "vgg19": ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")}
 OPTIMIZERS = ("lbfgs", "adam")
+PRECISIONS = ("float32", "bfloat16")
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 10.0}
 
 
@@ -65,6 +66,7 @@ class Objective:
     pooling: str = "max"
     normalize_gradients: bool = False
     swag: float | None = None  # SWAG temperature: softmax-smooth activations before the losses
+    precision: str = "float32"  # dtype of the network's convolutions; losses stay float32
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -72,8 +74,9 @@ class Objective:
 
     def features(self, params, pixels: jax.Array, layers: Sequence[str]) -> dict[str, jax.Array]:
         """Activations of RGB pixels f32[N, H, W, 3] at ``layers``, SWAG-smoothed if enabled."""
-        acts = models.get(self.arch).features(params, preprocess(pixels, self.convention), tuple(layers),
-                                              pooling=self.pooling)
+        x = preprocess(pixels, self.convention).astype(self.precision)
+        acts = models.get(self.arch).features(params, x, tuple(layers), pooling=self.pooling)
+        acts = {k: v.astype(jnp.float32) for k, v in acts.items()}
         if self.swag is None:
             return acts
         return {k: swag(v, self.swag, rescale=True) for k, v in acts.items()}
@@ -118,6 +121,7 @@ class Settings:
     match_histogram: bool = False
     normalize_gradients: bool = False
     swag: float | None = None
+    precision: str = "float32"
     scales: tuple[int, ...] | None = None
     pooling: str = "max"
     seed: int = 0
@@ -163,6 +167,8 @@ def validate(settings: Settings, arch: str, n_styles: int) -> Settings:
         _check_number(name, getattr(s, name))
     if s.style_scale <= 0:
         raise StylejaxError(f"style_scale must be > 0, got {s.style_scale!r}")
+    if s.precision not in PRECISIONS:
+        raise StylejaxError(f"unknown precision {s.precision!r}; use one of {', '.join(PRECISIONS)}")
     if s.swag is not None:
         _check_number("swag", s.swag)
         if s.swag <= 0:
@@ -354,7 +360,7 @@ def transfer_batch(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray
     layer_weights = tuple(losses.default_layer_weights(s.style_layers, s.style_layer_weights).values())
     obj = Objective(w.arch, w.preprocessing, s.content_layer, tuple(s.style_layers), layer_weights,
                     float(s.content_weight), float(s.style_weight), float(s.tv_weight), s.pooling,
-                    bool(s.normalize_gradients), s.swag)
+                    bool(s.normalize_gradients), s.swag, s.precision)
     opt = Optimizer(s.optimizer, s.learning_rate, s.lbfgs_memory)
     batch = contents.shape[0]
     total = s.iters * len(s.sizes)

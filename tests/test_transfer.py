@@ -229,3 +229,13 @@ def test_batch_shards_over_two_devices_with_identical_results(vgg16, images, tmp
     assert int(runs[2]["devices"]) == 2
     np.testing.assert_allclose(runs[2]["loss"], runs[1]["loss"], rtol=1e-4)
     assert np.abs(runs[2]["images"].astype(int) - runs[1]["images"].astype(int)).max() <= 1
+
+
+def test_bfloat16_precision_runs_and_stays_close(vgg16, images):
+    content, style = images
+    r32 = transfer.transfer(vgg16, content, [style], dataclasses.replace(FAST, optimizer="adam"))
+    r16 = transfer.transfer(vgg16, content, [style], dataclasses.replace(FAST, optimizer="adam", precision="bfloat16"))
+    assert np.isfinite(r16.loss[0]["total"])
+    assert r16.loss[0]["total"] == pytest.approx(r32.loss[0]["total"], rel=0.1)
+    with pytest.raises(StylejaxError, match="precision"):
+        transfer.validate(dataclasses.replace(FAST, precision="float8"), "vgg16", 1)

@@ -86,6 +86,9 @@ def register(sub) -> None:
                    help="lambda per style layer (default 1/len(layers) each)")
     w.add_argument("--normalize-gradients", action="store_true",
                    help="L1-normalise each loss term's gradient before weighting (as neural-style)")
+    w.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                   help="dtype of the network's convolutions (bfloat16 pays on GPU/TPU, not on CPU); "
+                        "losses and the image stay float32 (default: float32)")
     w.add_argument("--swag", type=positive_float, nargs="?", const=1.0, default=None, metavar="TAU",
                    help="SWAG (Wang et al., CVPR 2021): softmax-smooth each layer's activations with "
                         "temperature TAU (default 1) before the losses; makes ResNet features transfer "
@@ -137,6 +140,7 @@ def _settings(args: argparse.Namespace) -> tuple[transfer.Settings, dict]:
         style_blend=tuple(args.style_blend) if args.style_blend else None, style_scale=args.style_scale,
         original_colors=args.original_colors, luminance_only=args.luminance_only,
         match_histogram=args.match_histogram, normalize_gradients=args.normalize_gradients, swag=args.swag,
+        precision=args.precision,
         scales=tuple(args.scales) if args.scales else None, pooling=pick["pooling"], seed=args.seed,
         steps_per_call=args.steps_per_call)
     return settings, pick
