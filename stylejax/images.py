@@ -154,6 +154,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -162,6 +163,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
             pass
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def to_uint8(pixels) -> np.ndarray:

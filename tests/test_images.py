@@ -125,3 +125,12 @@ def test_failed_write_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError):
         atomic_write(tmp_path / "o.png", half_then_fail)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    import os
+
+    path = write_image(tmp_path / "p.png", np.zeros((2, 2, 3), np.uint8))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask
