@@ -119,6 +119,16 @@ def test_output_equal_to_input_is_refused(files, capsys):
     assert (files / "style.png").read_bytes() == before
 
 
+def test_snapshot_that_would_overwrite_an_input_is_refused(files, tmp_path, capsys):
+    snapshot_named_input = tmp_path / "out_2.png"
+    snapshot_named_input.write_bytes((files / "content.png").read_bytes())
+    before = snapshot_named_input.read_bytes()
+    code, _, err = _run(["transfer", str(snapshot_named_input), str(files / "style.png"), "-o", str(tmp_path / "out.png"),
+                         "--save-every", "2", "--iters", "4", "--size", "16", "--quiet"], capsys)
+    assert code == 1 and "also an input" in err
+    assert snapshot_named_input.read_bytes() == before and not (tmp_path / "out.png").exists()
+
+
 def test_subprocess_error_is_one_line(files, tmp_path):
     env = dict(os.environ, STYLEJAX_CACHE=os.environ.get("STYLEJAX_CACHE", "/tmp/sjcache"))
     proc = subprocess.run([sys.executable, "-m", "stylejax", "transfer", str(files / "content.png"),

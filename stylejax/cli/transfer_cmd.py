@@ -154,6 +154,10 @@ def run(args: argparse.Namespace) -> int:
     check_output(report_path, inputs + [out], suffixes=[".json"])
     settings, pick = _settings(args)
     settings = transfer.validate(settings, args.arch, len(args.styles))
+    if args.save_every:
+        total = settings.iters * len(settings.sizes)
+        for done in range(args.save_every, total, args.save_every):
+            check_output(snapshot_path(out, done), inputs, suffixes=IMAGE_SUFFIXES)
     if args.seed < 0:
         raise StylejaxError(f"seed must be >= 0, got {args.seed}")
     content = read_image(args.content)
@@ -184,6 +188,11 @@ def _classic(settings: transfer.Settings, w, content):
     return mapped, note
 
 
+def snapshot_path(out: Path, done: int) -> Path:
+    """Where ``--save-every`` writes the image after ``done`` iterations: OUT_<done>.png."""
+    return out.with_name(f"{out.stem}_{done}{out.suffix}")
+
+
 def _run(args, w, content, styles, settings, init_image, out: Path, report_path: Path, inputs, classic) -> int:
     bar = progress_bar(settings.iters * len(settings.sizes), "transfer", quiet=args.quiet)
     state = {"done": 0}
@@ -194,7 +203,7 @@ def _run(args, w, content, styles, settings, init_image, out: Path, report_path:
         state["done"] = done
         bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
         if save_every and done % save_every == 0 and done < total:
-            write_image(out.with_name(f"{out.stem}_{done}{out.suffix}"), get_images()[0])
+            write_image(snapshot_path(out, done), get_images()[0])
 
     try:
         result = transfer.transfer(w, content, styles, settings, init_image=init_image, callback=callback)
