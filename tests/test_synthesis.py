@@ -190,7 +190,8 @@ def test_cli_writes_grid_and_report(vgg16, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["--layer", "conv9_1", "--units", "0"], "unknown layer 'conv9_1'; valid layers: conv1_1"),
-    (["--layer", "conv1_1", "--units", "64"], "unit 64 out of range for conv1_1"),
+    (["--layer", "conv1_1", "--units", "64"], "unit 64 is outside conv1_1"),
+    (["--layer", "conv1_1", "--units", "60:70"], "unit 64 is outside conv1_1"),
     (["--layer", "conv1_1", "--units", "0", "--size", "10"], "too small for the transforms"),
     (["--layer", "conv1_1", "--units", "0", "--objective", "diversity"], "needs --batch >= 2"),
     (["--layer", "conv1_1", "--units", "x"], "expected"),

@@ -19,10 +19,11 @@ from stylejax.cli.common import (
 )
 from stylejax.errors import StylejaxError
 from stylejax.images import check_output, write_image
+from stylejax.interpret.scan import parse_units
 
 EPILOG = """\
 examples:
-  stylejax visualize --layer conv3_1 --units 0-7 -o conv3_1.png
+  stylejax visualize --layer conv3_1 --units 0:8 -o conv3_1.png
   stylejax visualize --layer conv4_1 --units 12 --objective neuron --steps 256 -o n.png
   stylejax visualize --layer conv5_1 --units 33 --objective diversity --batch 4 -o div.png
   stylejax visualize --layer conv5_3 --units 100 --redirected-relu -o deep.png
@@ -31,27 +32,6 @@ Defaults follow Lucid's render_vis: 512 Adam steps at lr 0.05 on a 128 px image 
 1/f-scaled Fourier spectrum with decorrelated colour and a sigmoid, under random pad 12,
 jitter 8, scale 0.9..1.1, rotation -10..10 degrees and jitter 4 at every step.
 """
-
-
-def unit_list(text: str) -> list[int]:
-    """``3,5,10-13`` -> [3, 5, 10, 11, 12, 13] (integers >= 0, ranges inclusive)."""
-    units: list[int] = []
-    try:
-        for item in text.split(","):
-            item = item.strip()
-            if "-" in item[1:]:
-                lo, hi = (int(v) for v in item.split("-", 1))
-                if hi < lo:
-                    raise ValueError
-                units.extend(range(lo, hi + 1))
-            else:
-                units.append(int(item))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected unit numbers like 3,5,10-13, got {text!r}") from None
-    if any(u < 0 for u in units):
-        raise argparse.ArgumentTypeError(f"expected unit numbers >= 0, got {text!r}")
-    return units
 
 
 def register(sub) -> None:
@@ -63,8 +43,9 @@ def register(sub) -> None:
                     "are optimised together in one vmapped, jit-compiled step.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--layer", required=True, metavar="L", help="layer name, e.g. conv3_1, conv4_2, pool5")
-    p.add_argument("--units", type=unit_list, required=True, metavar="U",
-                   help="channels to visualise: comma-separated numbers and ranges, e.g. 0,5,10-13")
+    p.add_argument("--units", required=True, metavar="A:B|I,J,..",
+                   help="channels to visualise: a half-open range A:B like a Python slice, or a "
+                        "comma-separated list, e.g. 0:8 or 5,7,40 (as in `stylejax patches`)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png",
                    help="grid image: one column per unit, one row per batch image (.png/.jpg)")
     p.add_argument("--objective", choices=("channel", "neuron", "diversity"), default="channel",
@@ -136,10 +117,7 @@ def run(args: argparse.Namespace) -> None:
         raise StylejaxError(f"report {report} would overwrite the output image")
     check_output(report, [out], suffixes=[".json"])
     info = layer_info(args.arch, args.layer)
-    bad = [u for u in args.units if u >= info.channels]
-    if bad:
-        raise StylejaxError(f"unit {bad[0]} out of range for {args.layer} "
-                            f"({info.channels} channels: 0..{info.channels - 1})")
+    args.units = parse_units(args.units, info.channels, args.layer)
     s = Settings(layer=args.layer, objective=args.objective, steps=args.steps, lr=args.lr,
                  size=args.size, batch=args.batch, diversity_weight=args.diversity_weight,
                  decay_power=args.decay_power, transforms=args.transforms,

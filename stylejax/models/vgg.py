@@ -82,12 +82,19 @@ def _conv_relu(x: jax.Array, p: Mapping[str, jax.Array], relu: Callable[[jax.Arr
     return relu(y + p["bias"].astype(x.dtype))
 
 
-def _pool(x: jax.Array, pooling: Pooling) -> jax.Array:
-    window, strides = (1, 2, 2, 1), (1, 2, 2, 1)
-    if pooling == "max":
-        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, "VALID")
-    summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, "VALID")
-    return summed / 4.0
+def _pool(x: jax.Array, pooling: Pooling, switches: bool = False) -> jax.Array:
+    """2x2/2 pooling (odd trailing rows/columns dropped, as Caffe's VALID).
+
+    Written as reshape + max/mean: its gradient is an elementwise select, 5-16x faster on
+    XLA:CPU than ``reduce_window``'s scatter. Its max-gradient splits exact ties evenly; after a
+    ReLU that only matters for signals that ignore the forward mask (deconvnet), so
+    ``switches=True`` uses ``reduce_window``, whose gradient routes to one switch per window.
+    """
+    if switches and pooling == "max":
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    n, h, w, c = x.shape
+    blocks = x[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
+    return jnp.max(blocks, axis=(2, 4)) if pooling == "max" else jnp.mean(blocks, axis=(2, 4))
 
 
 def features(params: Mapping[str, Mapping[str, jax.Array]], x: jax.Array,
@@ -115,11 +122,13 @@ def features(params: Mapping[str, Mapping[str, jax.Array]], x: jax.Array,
     wanted = check_layers(table, layers)
     deepest = max(i for i, layer in enumerate(table) if layer.name in wanted)
     out: dict[str, jax.Array] = {}
+    switches = relu is not jax.nn.relu  # modified backward rules need one switch per window
     for block in _blocks(table[: deepest + 1]):
         def run(x, block_params, block=block):
             kept = {}
             for layer in block:
-                x = _conv_relu(x, block_params[layer.name], relu) if layer.kind == "conv" else _pool(x, pooling)
+                x = (_conv_relu(x, block_params[layer.name], relu) if layer.kind == "conv"
+                     else _pool(x, pooling, switches))
                 if layer.name in wanted:
                     kept[layer.name] = x
             return x, kept
