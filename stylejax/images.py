@@ -58,28 +58,43 @@ def read_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
         raise StylejaxError(f"{path}: no such file")
     if path.is_dir():
         raise StylejaxError(f"{path}: is a directory, not an image")
-    if path.stat().st_size == 0:
-        raise StylejaxError(f"{path}: empty file")
     try:
+        rgb = open_rgb(path)
+    except StylejaxError as exc:
+        raise StylejaxError(f"{path}: {exc}") from None
+    if size is not None:
+        rgb = resize_longest(rgb, size)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def open_rgb(path: str | os.PathLike, min_side: int | None = None) -> Image.Image:
+    """Decode one file to an RGB Pillow image (the shared core of every image reader).
+
+    ``min_side``: the caller will shrink the shorter side to this, so a JPEG much larger than
+    that is decoded at a reduced DCT scale. Raises StylejaxError, whose one-line message does not
+    name the file (callers add it where they need it).
+    """
+    try:
+        if Path(path).stat().st_size == 0:
+            raise StylejaxError("empty file")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 width, height = img.size
                 if width * height > MAX_PIXELS:
-                    raise StylejaxError(
-                        f"{path}: {width}x{height} pixels is over the {MAX_PIXELS:,}-pixel limit")
+                    raise StylejaxError(f"{width}x{height} pixels is over the {MAX_PIXELS:,}-pixel limit")
+                if min_side and img.format == "JPEG" and min(width, height) >= 2 * min_side:
+                    short = min(width, height)
+                    img.draft("RGB", (max(min_side, width * min_side // short),
+                                      max(min_side, height * min_side // short)))
                 img.load()
-                img = ImageOps.exif_transpose(img)
-                rgb = _to_rgb(img)
+                return _to_rgb(ImageOps.exif_transpose(img))
     except StylejaxError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise StylejaxError(f"{path}: not an image Pillow can read") from None
+        raise StylejaxError("not an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise StylejaxError(f"{path}: unreadable image ({_one_line(exc)})") from None
-    if size is not None:
-        rgb = resize_longest(rgb, size)
-    return np.asarray(rgb, dtype=np.uint8)
+        raise StylejaxError(f"unreadable image ({_one_line(exc)})") from None
 
 
 def resize_longest(img: Image.Image | np.ndarray, size: int) -> Image.Image:

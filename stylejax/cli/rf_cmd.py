@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 
 from stylejax import models
 from stylejax.cli.common import positive_int
@@ -30,7 +28,7 @@ def run(args: argparse.Namespace) -> None:
     models.get(args.arch)
     rows = table_rows(args.arch, args.size)
     if args.json:
-        _emit(json.dumps({"arch": args.arch, "input": args.size, "layers": rows}, indent=2))
+        print(json.dumps({"arch": args.arch, "input": args.size, "layers": rows}, indent=2))
         return
     head = f"{'layer':<10} {'kind':<5} {'k/s/p':<7} {'chan':>5} {'rf size':>7} {'jump':>5} {'start':>6}"
     if args.size:
@@ -42,13 +40,4 @@ def run(args: argparse.Namespace) -> None:
         if args.size:
             line += f" {r['output']:>7}"
         lines.append(line)
-    _emit("\n".join(lines))
-
-
-def _emit(text: str) -> None:
-    """Print, tolerating a reader that stops early (``stylejax rf | head``)."""
-    try:
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    print("\n".join(lines))

@@ -17,7 +17,6 @@ dependency, and the decoder threads overlap the jitted network step just as well
 from __future__ import annotations
 
 import os
-import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from stylejax.errors import StylejaxError
-from stylejax.images import MAX_PIXELS, _to_rgb
+from stylejax.images import open_rgb
 
 
 def walk_files(root: str | os.PathLike, exclude: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
@@ -82,29 +81,7 @@ def load_square(path: str | os.PathLike, size: int) -> np.ndarray:
 
     Raises StylejaxError (one line) for anything Pillow cannot read.
     """
-    path = Path(path)
-    try:
-        if path.stat().st_size == 0:
-            raise StylejaxError("empty file")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                width, height = img.size
-                if width * height > MAX_PIXELS:
-                    raise StylejaxError(f"{width}x{height} pixels is over the {MAX_PIXELS:,}-pixel limit")
-                if img.format == "JPEG" and min(width, height) >= 2 * size:
-                    img.draft("RGB", (max(size, width * size // min(width, height)),
-                                      max(size, height * size // min(width, height))))
-                img.load()
-                img = _to_rgb(ImageOps.exif_transpose(img))
-                return np.asarray(square_crop(img, size), np.uint8)
-    except StylejaxError:
-        raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise StylejaxError("not an image Pillow can read") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        lines = str(exc).strip().splitlines()
-        raise StylejaxError(f"unreadable image ({lines[0] if lines else type(exc).__name__})") from None
+    return np.asarray(square_crop(open_rgb(path, min_side=size), size), np.uint8)
 
 
 @dataclass
