@@ -39,6 +39,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from stylejax import xla_flags  # noqa: E402
+
+xla_flags.apply()  # the flags the stylejax command sets; before JAX starts
 THREADS = 2
 CONV = (8, 56, 256)  # batch, spatial size, channels of the peak-throughput conv
 SCAN_LAYERS = ("conv2_2", "conv5_3")

@@ -28,6 +28,7 @@ class Runner:
 
     run: Callable[[], object]
     compile_s: float = 0.0
+    compiled: object = None  # the JAX executable, for HLO inspection and profiles
 
 
 # ----------------------------------------------------------------------------- FLOPs
@@ -207,7 +208,7 @@ def library_transfer(params, size: int, optimizer: str) -> Runner:
         state["x"], state["opt"], _, loss = compiled(params, state["x"], state["opt"], targets)
         return jax.block_until_ready(loss)
 
-    return Runner(run, compile_s)
+    return Runner(run, compile_s, compiled)
 
 
 def library_scan(params, layer: str, batch: int, size: int, k: int = 9) -> Runner:
@@ -230,7 +231,7 @@ def library_scan(params, layer: str, batch: int, size: int, k: int = 9) -> Runne
     compile_s = time.perf_counter() - t0
     # Checked value: each unit's best activation over the batch (top-1 of the merged top-k).
     return Runner(lambda: jax.block_until_ready(compiled(params, states, jnp.asarray(pixels), index, valid)[0].values[:, 0]),
-                  compile_s)
+                  compile_s, compiled)
 
 
 def jax_scan_fn(layer: str):

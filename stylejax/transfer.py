@@ -75,7 +75,7 @@ class Objective:
     def features(self, params, pixels: jax.Array, layers: Sequence[str]) -> dict[str, jax.Array]:
         """Activations of RGB pixels f32[N, H, W, 3] at ``layers``, SWAG-smoothed if enabled."""
         x = preprocess(pixels, self.convention).astype(self.precision)
-        acts = models.get(self.arch).features(params, x, tuple(layers), pooling=self.pooling)
+        acts = models.get(self.arch).fast_features(params, x, tuple(layers), pooling=self.pooling)
         acts = {k: v.astype(jnp.float32) for k, v in acts.items()}
         if self.swag is None:
             return acts

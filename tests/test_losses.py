@@ -107,6 +107,19 @@ def test_gradients_match_finite_differences(rng):
                                               losses.tv_loss(a), 0.7, 3.0, 0.2), x)
 
 
+def test_gram_derivatives_forward_and_reverse(rng):
+    """The Gram's custom JVP: one-product reverse mode and forward mode equal the plain einsum's."""
+    plain = lambda a: jnp.einsum("...hwk,...hwl->...kl", a, a)  # noqa: E731
+    with jax.enable_x64(True):
+        a, t = jnp.asarray(rng.random((2, 3, 4, 5))), jnp.asarray(rng.random((2, 3, 4, 5)))
+        ct = jnp.asarray(rng.random((2, 5, 5)))  # not symmetric: both halves of the cotangent count
+        np.testing.assert_allclose(losses.gram(a), plain(a), rtol=1e-12)
+        np.testing.assert_allclose(jax.vjp(losses.gram, a)[1](ct)[0], jax.vjp(plain, a)[1](ct)[0], rtol=1e-12)
+        np.testing.assert_allclose(jax.jvp(losses.gram, (a,), (t,))[1], jax.jvp(plain, (a,), (t,))[1], rtol=1e-12)
+        np.testing.assert_allclose(jax.hessian(lambda x: jnp.sum(losses.gram(x) ** 2))(a[0, :1, :2]),
+                                   jax.hessian(lambda x: jnp.sum(plain(x) ** 2))(a[0, :1, :2]), rtol=1e-10)
+
+
 def test_style_gradient_closed_form(rng):
     # dJs/da_ijk = 4 / (M C^2) * sum_k' a_ijk' (G(a)/M - T)_k'k   (M = h w)
     a = rng.random((3, 2, 4)).astype(np.float64)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import data_path
 from stylejax.extract import extract_features
+from stylejax.models import vgg
+from stylejax.preprocessing import preprocess
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -62,11 +66,17 @@ def test_fingerprints(vgg16):
     assert vgg16.params["conv5_3"]["kernel"].shape == (3, 3, 512, 512)
 
 
-def test_every_layer_matches_onnxruntime(vgg16):
+@pytest.mark.parametrize("conv", ["direct", "winograd"])
+def test_every_layer_matches_onnxruntime(vgg16, conv):
+    """XLA's convolution (the default) and Winograd on every layer (the fast path's kernel)."""
     img = Image.open(data_path("images", "tubingen.jpg")).convert("RGB").resize((240, 240), Image.BILINEAR)
     pixels = np.asarray(img)
     ref = _onnx_reference(pixels)
-    ours = extract_features(vgg16, pixels[None], CONVS + POOLS)
+    if conv == "direct":
+        ours = extract_features(vgg16, pixels[None], CONVS + POOLS)
+    else:
+        x = preprocess(jnp.asarray(pixels[None], jnp.float32), vgg16.preprocessing)
+        ours = jax.jit(lambda p, x: vgg.features(p, x, CONVS + POOLS, conv="winograd"))(vgg16.params, x)
     assert set(ref) == set(CONVS + POOLS)
     for name in CONVS + POOLS:
         a, b = np.asarray(ours[name]), ref[name]

@@ -20,12 +20,19 @@ class Backbone:
     """A network family member: its name, layer table, forward function and parameter shapes.
 
     ``param_shapes()`` returns the nested dict of shapes a params pytree must have.
+    ``fast_features`` computes the same activations by the fastest path measured for
+    reverse-mode loops and scans (transfer, patches); it may not support forward-mode autodiff.
     """
 
     arch: str
     layers: tuple[Layer, ...]
     features: Callable[..., dict]
     param_shapes: Callable[[], dict]
+    fast_features: Callable[..., dict] | None = None
+
+    def __post_init__(self):
+        if self.fast_features is None:
+            object.__setattr__(self, "fast_features", self.features)
 
     @property
     def layer_names(self) -> list[str]:
@@ -38,7 +45,8 @@ class Backbone:
 
 
 _BACKBONES: dict[str, Backbone] = {
-    arch: Backbone(arch, vgg.layer_table(arch), vgg.features, partial(vgg.param_shapes, arch))
+    arch: Backbone(arch, vgg.layer_table(arch), vgg.features, partial(vgg.param_shapes, arch),
+                   partial(vgg.features, conv="auto"))
     for arch in vgg.LAYERS
 }
 _BACKBONES["alexnet"] = Backbone("alexnet", alexnet.layer_table(), alexnet.features, alexnet.param_shapes)

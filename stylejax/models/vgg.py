@@ -14,9 +14,11 @@ import jax
 import jax.numpy as jnp
 
 from stylejax.errors import StylejaxError
+from stylejax.models import winograd
 from stylejax.models.layers import Layer
 
 Pooling = Literal["max", "avg"]
+Conv = Literal["direct", "winograd", "auto"]
 
 # Channels per conv layer, "M" for a 2x2/2 pool; the configurations "D" and "E" of the paper.
 _CONFIGS: dict[str, tuple[int | str, ...]] = {
@@ -75,10 +77,16 @@ def arch_of(params: Mapping[str, object]) -> str:
     raise StylejaxError(f"parameters do not match any VGG: layers {sorted(names)}")
 
 
-def _conv_relu(x: jax.Array, p: Mapping[str, jax.Array], relu: Callable[[jax.Array], jax.Array]) -> jax.Array:
-    y = jax.lax.conv_general_dilated(
-        x, p["kernel"].astype(x.dtype), window_strides=(1, 1), padding=((1, 1), (1, 1)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+def _conv_relu(x: jax.Array, p: Mapping[str, jax.Array], relu: Callable[[jax.Array], jax.Array],
+               conv: Conv = "direct") -> jax.Array:
+    kernel = p["kernel"].astype(x.dtype)
+    cin, cout = kernel.shape[2], kernel.shape[3]
+    if conv == "winograd" or (conv == "auto" and jax.default_backend() == "cpu"
+                              and winograd.pays(cin, cout)):
+        y = winograd.conv3x3(x, kernel)
+    else:
+        y = jax.lax.conv_general_dilated(x, kernel, window_strides=(1, 1), padding=((1, 1), (1, 1)),
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return relu(y + p["bias"].astype(x.dtype))
 
 
@@ -99,7 +107,8 @@ def _pool(x: jax.Array, pooling: Pooling, switches: bool = False) -> jax.Array:
 
 def features(params: Mapping[str, Mapping[str, jax.Array]], x: jax.Array,
              layers: Sequence[str], *, pooling: Pooling = "max",
-             relu: Callable[[jax.Array], jax.Array] = jax.nn.relu, remat: bool = False) -> dict[str, jax.Array]:
+             relu: Callable[[jax.Array], jax.Array] = jax.nn.relu, remat: bool = False,
+             conv: Conv = "direct") -> dict[str, jax.Array]:
     """Activations of a VGG at the named layers.
 
     Args:
@@ -111,6 +120,9 @@ def features(params: Mapping[str, Mapping[str, jax.Array]], x: jax.Array,
         (deconvnet, guided backprop, redirected ReLU).
       remat: rematerialise each block (the convs up to a pool) under ``jax.checkpoint``: a
         gradient then keeps only block outputs and recomputes the rest, for large images.
+      conv: ``"direct"`` (XLA's convolution: every transform, forward mode included),
+        ``"winograd"`` (:mod:`stylejax.models.winograd`, reverse mode only) or ``"auto"``
+        (Winograd on CPU for the layers where it measured faster, else direct).
 
     Returns:
       ``{name: f32[N, h, w, C]}`` for each requested layer; conv outputs are post-ReLU.
@@ -118,6 +130,8 @@ def features(params: Mapping[str, Mapping[str, jax.Array]], x: jax.Array,
     """
     if pooling not in ("max", "avg"):
         raise StylejaxError(f"unknown pooling {pooling!r}; use 'max' or 'avg'")
+    if conv not in ("direct", "winograd", "auto"):
+        raise StylejaxError(f"unknown conv {conv!r}; use 'direct', 'winograd' or 'auto'")
     table = layer_table(arch_of(params))
     wanted = check_layers(table, layers)
     deepest = max(i for i, layer in enumerate(table) if layer.name in wanted)
@@ -127,7 +141,7 @@ def features(params: Mapping[str, Mapping[str, jax.Array]], x: jax.Array,
         def run(x, block_params, block=block):
             kept = {}
             for layer in block:
-                x = (_conv_relu(x, block_params[layer.name], relu) if layer.kind == "conv"
+                x = (_conv_relu(x, block_params[layer.name], relu, conv) if layer.kind == "conv"
                      else _pool(x, pooling, switches))
                 if layer.name in wanted:
                     kept[layer.name] = x
