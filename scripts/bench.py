@@ -21,6 +21,11 @@ Usage::
 
     STYLEJAX_CACHE=/tmp/sjcache python scripts/bench.py            # full run, ~8 min on 2 cores
     python scripts/bench.py --quick --json /tmp/bench.json         # ~1.5 min
+    python scripts/bench.py --malloc keep                          # both with the allocator policy
+
+Both frameworks run in this one process, so process settings apply to both. The XLA flags of
+``stylejax.runtime`` only concern XLA. The glibc allocator policy (``--malloc keep``) speeds up
+PyTorch as well, so it is off by default: PyTorch is then measured as its users run it.
 """
 
 from __future__ import annotations
@@ -40,9 +45,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stylejax import xla_flags  # noqa: E402
+from stylejax import runtime  # noqa: E402
 
-xla_flags.apply()  # the flags the stylejax command sets; before JAX starts
+runtime.set_xla_flags()  # as the stylejax command does, before JAX starts
+MALLOC = {"keeps_allocations": False}  # --malloc keep: glibc policy for both frameworks (set in main)
 THREADS = 2
 CONV = (8, 56, 256)  # batch, spatial size, channels of the peak-throughput conv
 SCAN_LAYERS = ("conv2_2", "conv5_3")
@@ -120,6 +126,7 @@ def machine() -> dict:
         "python": platform.python_version(), "jax": jax.__version__, "jaxlib": jaxlib.__version__,
         "jax_backend": jax.default_backend(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "torch_mkldnn": torch.backends.mkldnn.is_available(), "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+        "malloc_keeps_allocations": MALLOC["keeps_allocations"],
     }
 
 
@@ -280,7 +287,8 @@ def worker(spec: dict) -> dict:
 def bench_memory(specs: list[dict]) -> list[dict]:
     rows = []
     for spec in specs:
-        out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
+        malloc = ["--malloc", "keep"] if MALLOC["keeps_allocations"] else []
+        out = subprocess.run([sys.executable, __file__, *malloc, "--worker", json.dumps(spec)],
                              capture_output=True, text=True, env=os.environ.copy(), check=False)
         if out.returncode != 0:
             rows.append({**spec, "error": out.stderr.strip().splitlines()[-1:]})
@@ -296,7 +304,8 @@ def report(result: dict) -> str:
     m = result["machine"]
     lines.append(f"machine: {m['cpu']}, {m['cores']} cores, avx512f={m['avx512f']}; jax {m['jax']} "
                  f"({m['jax_backend']}), torch {m['torch']} ({m['torch_threads']} threads, "
-                 f"mkldnn={m['torch_mkldnn']}); XLA_FLAGS={m['XLA_FLAGS']!r}")
+                 f"mkldnn={m['torch_mkldnn']}); XLA_FLAGS={m['XLA_FLAGS']!r}; "
+                 f"glibc malloc keeps allocations (both frameworks): {m.get('malloc_keeps_allocations')}")
     conv = result["conv"]
     lines.append(f"\n[conv peak] {conv['shape']}: {conv['flops'] / 1e9:.2f} GFLOP")
     for name, r in conv["results"].items():
@@ -354,8 +363,14 @@ def main(argv=None) -> int:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--json", metavar="PATH", help="also write the full results as JSON")
     p.add_argument("--report", metavar="JSON", help="print the report of a saved --json file and exit")
+    p.add_argument("--malloc", choices=("default", "keep"), default="default",
+                   help="glibc allocator policy for the whole process, so for both frameworks: 'default' "
+                        "(what a PyTorch user has) or 'keep' (stylejax.runtime.keep_allocations, what the "
+                        "stylejax command applies; it removes per-call page faults in both)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.malloc == "keep":  # before JAX or torch start their threads
+        MALLOC["keeps_allocations"] = runtime.keep_allocations()
     if args.report:
         print(report(json.loads(Path(args.report).read_text())))
         return 0

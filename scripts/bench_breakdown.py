@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stylejax import xla_flags  # noqa: E402
+from stylejax import runtime  # noqa: E402
 
-xla_flags.apply()  # the flags the stylejax command sets; before JAX starts
+RUNTIME = runtime.configure()  # what the stylejax command sets, before JAX starts
 
 import bench_workloads as bw
 

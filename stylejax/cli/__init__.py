@@ -11,7 +11,7 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
-from stylejax import __version__, xla_flags
+from stylejax import __version__, runtime
 from stylejax.cli.common import Parser, run_guarded
 
 #: Help order of the subcommand modules; every ``stylejax/cli/*_cmd.py`` module is registered.
@@ -37,7 +37,7 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    xla_flags.apply()  # before the first JAX computation: XLA reads its flags once
+    runtime.configure()  # before the first JAX computation (XLA flags, allocator policy)
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:

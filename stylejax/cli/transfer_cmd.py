@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -216,7 +217,8 @@ def _run(args, w, content, styles, settings, init_image, out: Path, report_path:
         "objective": result.objective, "iterations": result.iterations, "seconds": result.seconds,
         "s_per_iter": result.s_per_iter, "per_scale": result.per_scale, "interrupted": result.interrupted,
         "loss": result.loss[0], "history": result.history, "shape": list(result.images.shape[1:3]),
-        "weights": w.report(), "device": _device(),
+        "weights": w.report(), "device": _device(), "jax": _jax_version(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
     write_json(report_path, report)
     if result.interrupted:
@@ -227,6 +229,12 @@ def _run(args, w, content, styles, settings, init_image, out: Path, report_path:
     print(f"wrote {out} ({result.images.shape[2]}x{result.images.shape[1]}, {result.iterations} iterations, "
           f"{result.seconds:.1f} s, loss {loss['total']:.4g}); report {report_path}")
     return 0
+
+
+def _jax_version() -> str:
+    import jax
+
+    return jax.__version__
 
 
 def _device() -> str:

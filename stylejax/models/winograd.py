@@ -1,39 +1,54 @@
-"""3x3 stride-1 'same' convolution by Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray 2016).
+"""3x3 stride-1 'same' convolution by Winograd's minimal filtering F(m x m, 3x3) (Lavin & Gray 2016).
 
-Each 2x2 output tile comes from a 4x4 input tile: ``Y = A^T [(G g G^T) * (B^T d B)] A``. Over
-channels the elementwise product becomes 16 independent matmuls f32[P, Cin] @ f32[Cin, Cout]
-(P = tiles), 2.25x fewer multiplications than direct convolution; the transforms are additions.
+Each m x m output tile (m = 2 by default, or 4) comes from an n x n input tile, n = m + 2:
+``Y = A^T [(G g G^T) * (B^T d B)] A``. Over channels, the elementwise product becomes n^2
+independent matmuls f32[P, Cin] @ f32[Cin, Cout] (P = tiles). For m = 2 that is 2.25x fewer
+multiplications than direct convolution; the transforms are additions.
+
 The data gradient of a 3x3 same conv is itself a 3x3 same conv (kernel flipped in space,
-Cin <-> Cout), so the custom VJP runs it through the same path, with the flip folded into the
-kernel transform (no transposed copy of the kernel). The kernel gradient, when asked for, is
-XLA's own. Forward-mode differentiation is not defined here (a custom VJP), so
-:func:`stylejax.models.vgg.features` only takes this path when asked (``conv="winograd"`` or
+Cin <-> Cout). So the custom VJP runs it through the same path, with the flip folded into the
+kernel transform: no transposed copy of the kernel is made. The kernel gradient, when asked
+for, is XLA's own. Forward-mode differentiation is not defined here (a custom VJP), so
+:func:`stylejax.models.vgg.features` takes this path only when asked (``conv="winograd"`` or
 ``"auto"``); its default stays XLA's convolution.
 
-Measured on a 2-core AVX-512 CPU (XLA:CPU, jax 0.10.2, forward, batch 1): 64x64x256->256
-18.4 vs 23.2 ms, 32x32x512->512 22.3 vs 25.9 ms, 16x16x512->512 5.0 vs 7.1 ms. It loses where
-the transformed tiles outgrow the cache, so the work runs in chunks of at most 2**18
-tile-channels (per-image chunks of 16 x 28 x 28 x 512: 167 vs 319 ms), and where channels are
-few (:func:`pays`: Cin, Cout >= 128). fp32 error against direct convolution: about 1e-6 of the
-output's peak.
-"""
+Measured on a 2-core AVX-512 CPU (XLA:CPU, jax 0.10.2, forward, batch 1):
+- 64x64x256->256: 18.4 vs 23.2 ms direct;
+- 32x32x512->512: 22.3 vs 25.9 ms;
+- 16x16x512->512: 5.0 vs 7.1 ms.
 
+It loses in two cases:
+- when the transformed tiles outgrow the cache, so the work runs in chunks of at most
+  :data:`MAX_TRANSFORMED` floats (per-image chunks of 16 x 28 x 28 x 512: 167 vs 319 ms);
+- when channels are few (:func:`pays`: Cin, Cout >= 128).
+
+m = 4 was no faster in the VGG step and is 10x less accurate. fp32 error against direct
+convolution is about 1e-6 of the output's peak for m = 2 and 2e-5 for m = 4.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-# F(2, 3): input transform B^T (4x4), filter transform G (4x3), output transform A^T (2x4).
-_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
-_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
-_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
-_M, _N = 2, 4  # output tile, input tile
+# F(m, 3) for output tiles m = 2 and 4 (Lavin & Gray): input transform B^T (n x n), filter
+# transform G (n x 3), output transform A^T (m x n), input tile n = m + 2.
+_TRANSFORMS: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {
+    2: (np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64),
+        np.array([[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]], np.float64),
+        np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)),
+    4: (np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                  [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], np.float64),
+        np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                  [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float64),
+        np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], np.float64)),
+}
 
 MIN_CHANNELS = 128
-MAX_TILE_CHANNELS = 2**18
+MAX_TRANSFORMED = 2**22  # floats of transformed input per chunk (16 MiB)
 
 
 def pays(cin: int, cout: int) -> bool:
@@ -54,44 +69,48 @@ def _combine(coefs: np.ndarray, arrays: Sequence[jax.Array]) -> jax.Array:
     return out
 
 
-def _kernel_transform(kernel: jax.Array, flip: bool) -> jax.Array:
-    """``G g G^T`` per (Cin, Cout): f32[3, 3, Cin, Cout] -> f32[16, Cin, Cout]; ``flip`` reverses g in space."""
+def _kernel_transform(kernel: jax.Array, tile: int, flip: bool) -> jax.Array:
+    """``G g G^T`` per (Cin, Cout): f32[3, 3, Cin, Cout] -> f32[n*n, Cin, Cout]; ``flip`` reverses g in space."""
+    _, g, _ = _TRANSFORMS[tile]
     taps = [2, 1, 0] if flip else [0, 1, 2]
-    rows = [_combine(_G[a], [kernel[i] for i in taps]) for a in range(_N)]
-    return jnp.stack([_combine(_G[b], [rows[a][j] for j in taps]) for a in range(_N) for b in range(_N)])
+    rows = [_combine(g[a], [kernel[i] for i in taps]) for a in range(len(g))]
+    return jnp.stack([_combine(g[b], [rows[a][j] for j in taps]) for a in range(len(g)) for b in range(len(g))])
 
 
-def _input_transform(padded: jax.Array) -> jax.Array:
-    """``B^T d B`` for every overlapping 4x4 tile of a padded slab.
+def _input_transform(padded: jax.Array, tile: int) -> jax.Array:
+    """``B^T d B`` for every overlapping n x n tile (stride m = ``tile``) of a padded slab.
 
-    ``padded``: f32[N, 2 th + 2, 2 tw + 2, C] (one zero row/column before, enough after) ->
-    f32[16, N*th*tw, C].
+    ``padded``: f32[N, m th + m, m tw + m, C] (one zero row/column before, enough after) ->
+    f32[n*n, N*th*tw, C].
     """
+    bt, _, _ = _TRANSFORMS[tile]
+    m, size = tile, len(bt)
     n, rows, cols, c = padded.shape
-    th, tw = rows // _M - 1, cols // _M - 1
-    blocks = padded.reshape(n, th + 1, _M, tw + 1, _M, c)
-    # input row i of tile t is padded row 2t + i: block t (i < 2) or block t + 1 (i >= 2)
-    tile_rows = [blocks[:, :th, i] if i < _M else blocks[:, 1:, i - _M] for i in range(_N)]
+    th, tw = rows // m - 1, cols // m - 1
+    blocks = padded.reshape(n, th + 1, m, tw + 1, m, c)
+    # input row i of tile t is padded row m t + i: block t (i < m) or block t + 1 (i >= m)
+    tile_rows = [blocks[:, :th, i] if i < m else blocks[:, 1:, i - m] for i in range(size)]
     tiles = []
-    for a in range(_N):
-        u = _combine(_BT[a], tile_rows)  # f32[N, th, tw + 1, 2, C]
-        tile_cols = [u[:, :, :tw, j] if j < _M else u[:, :, 1:, j - _M] for j in range(_N)]
-        tiles += [_combine(_BT[b], tile_cols) for b in range(_N)]
-    return jnp.stack(tiles).reshape(_N * _N, n * th * tw, c)
+    for a in range(size):
+        u = _combine(bt[a], tile_rows)  # f32[N, th, tw + 1, m, C]
+        tile_cols = [u[:, :, :tw, j] if j < m else u[:, :, 1:, j - m] for j in range(size)]
+        tiles += [_combine(bt[b], tile_cols) for b in range(size)]
+    return jnp.stack(tiles).reshape(size * size, n * th * tw, c)
 
 
-def _output_transform(m: jax.Array, n: int, th: int, tw: int) -> jax.Array:
-    """``A^T M A``: f32[16, N*th*tw, D] -> f32[N, 2 th, 2 tw, D]."""
-    d = m.shape[-1]
-    m = m.reshape(_N, _N, n, th, tw, d)
-    rows = [_combine(_AT[r], [m[a] for a in range(_N)]) for r in range(_M)]  # f32[4, N, th, tw, D]
-    out = jnp.stack([jnp.stack([_combine(_AT[s], [rows[r][b] for b in range(_N)]) for s in range(_M)], axis=3)
-                     for r in range(_M)], axis=2)  # f32[N, th, 2, tw, 2, D]
-    return out.reshape(n, th * _M, tw * _M, d)
+def _output_transform(prods: jax.Array, tile: int, n: int, th: int, tw: int) -> jax.Array:
+    """``A^T M A``: f32[n*n, N*th*tw, D] -> f32[N, m th, m tw, D]."""
+    _, _, at = _TRANSFORMS[tile]
+    m, size, d = tile, at.shape[1], prods.shape[-1]
+    prods = prods.reshape(size, size, n, th, tw, d)
+    rows = [_combine(at[r], [prods[a] for a in range(size)]) for r in range(m)]  # f32[n, N, th, tw, D]
+    out = jnp.stack([jnp.stack([_combine(at[s], [rows[r][b] for b in range(size)]) for s in range(m)], axis=3)
+                     for r in range(m)], axis=2)  # f32[N, th, m, tw, m, D]
+    return out.reshape(n, th * m, tw * m, d)
 
 
-def _winograd(x: jax.Array, kernel_hat: jax.Array, *, transposed: bool = False) -> jax.Array:
-    """x conv a transformed kernel f32[16, Cin, Cout] (``transposed``: f32[16, Cout, Cin], used transposed).
+def _winograd(x: jax.Array, kernel_hat: jax.Array, tile: int, *, transposed: bool = False) -> jax.Array:
+    """x conv a transformed kernel f32[n*n, Cin, Cout] (``transposed``: f32[n*n, Cout, Cin], used transposed).
 
     The work runs in unrolled chunks (XLA:CPU runs rolled loops slowly) whose transformed tiles
     fit the cache budget: several images, one image, or a band of tile rows of one image.
@@ -102,21 +121,22 @@ def _winograd(x: jax.Array, kernel_hat: jax.Array, *, transposed: bool = False) 
     d = kernel_hat.shape[1 if transposed else 2]
     if n * h * w == 0:  # an image smaller than the pools gives empty layers
         return jnp.zeros((n, h, w, d), x.dtype)
-    th, tw = -(-h // _M), -(-w // _M)
-    budget = MAX_TILE_CHANNELS // max(kernel_hat.shape[1:])
+    m = tile
+    th, tw = -(-h // m), -(-w // m)
+    budget = MAX_TRANSFORMED // (kernel_hat.shape[0] * max(kernel_hat.shape[1:]))  # tiles per chunk
     images = max(1, budget // (th * tw))
     band = th if images > 1 or th * tw <= budget else max(1, budget // tw)
     spec = "kpd,kcd->kpc" if transposed else "kpc,kcd->kpd"
-    padded = jnp.pad(x, ((0, 0), (1, (th + 1) * _M - 1 - h), (1, (tw + 1) * _M - 1 - w), (0, 0)))
+    padded = jnp.pad(x, ((0, 0), (1, (th + 1) * m - 1 - h), (1, (tw + 1) * m - 1 - w), (0, 0)))
     outs = []
     for start in range(0, n, images):
         bands = []
         for r0 in range(0, th, band):
             r1 = min(th, r0 + band)
-            slab = padded[start:start + images, _M * r0:_M * r1 + _M]
-            v = _input_transform(slab)
-            m = jnp.einsum(spec, v, kernel_hat, precision=jax.lax.Precision.HIGHEST)
-            bands.append(_output_transform(m, slab.shape[0], r1 - r0, tw))
+            slab = padded[start:start + images, m * r0:m * r1 + m]
+            v = _input_transform(slab, m)
+            prods = jnp.einsum(spec, v, kernel_hat, precision=jax.lax.Precision.HIGHEST)
+            bands.append(_output_transform(prods, m, slab.shape[0], r1 - r0, tw))
         outs.append(bands[0] if len(bands) == 1 else jnp.concatenate(bands, axis=1))
     y = outs[0] if len(outs) == 1 else jnp.concatenate(outs)
     return y[:, :h, :w]
@@ -128,20 +148,23 @@ def _direct(x: jax.Array, kernel: jax.Array) -> jax.Array:
                                         precision=jax.lax.Precision.HIGHEST)
 
 
-@jax.custom_vjp
-def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """3x3, stride 1, padding 1 convolution: f32[N, H, W, Cin] * f32[3, 3, Cin, Cout] (HWIO) -> f32[N, H, W, Cout]."""
-    return _winograd(x, _kernel_transform(kernel, flip=False))
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv3x3(x: jax.Array, kernel: jax.Array, tile: int = 2) -> jax.Array:
+    """3x3, stride 1, padding 1 convolution: f32[N, H, W, Cin] * f32[3, 3, Cin, Cout] (HWIO) -> f32[N, H, W, Cout].
+
+    ``tile``: output tile of F(tile x tile, 3x3), 2 or 4 (static).
+    """
+    return _winograd(x, _kernel_transform(kernel, tile, flip=False), tile)
 
 
-def _conv3x3_fwd(x, kernel):
-    return conv3x3(x, kernel), (x, kernel)
+def _conv3x3_fwd(x, kernel, tile):
+    return _winograd(x, _kernel_transform(kernel, tile, flip=False), tile), (x, kernel)
 
 
-def _conv3x3_bwd(res, ct):
+def _conv3x3_bwd(tile, res, ct):
     x, kernel = res
     # dx = ct conv (kernel flipped in space, Cin <-> Cout): no transposed copy, the matmul contracts Cout
-    dx = _winograd(ct, _kernel_transform(kernel, flip=True), transposed=True)
+    dx = _winograd(ct, _kernel_transform(kernel, tile, flip=True), tile, transposed=True)
     _, kernel_vjp = jax.vjp(lambda k: _direct(x, k), kernel)  # dead code unless the kernel grad is used
     return dx, kernel_vjp(ct)[0]
 
