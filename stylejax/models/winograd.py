@@ -112,10 +112,11 @@ def _output_transform(prods: jax.Array, tile: int, n: int, th: int, tw: int) -> 
 def _winograd(x: jax.Array, kernel_hat: jax.Array, tile: int, *, transposed: bool = False) -> jax.Array:
     """x conv a transformed kernel f32[n*n, Cin, Cout] (``transposed``: f32[n*n, Cout, Cin], used transposed).
 
-    The work runs in unrolled chunks (XLA:CPU runs rolled loops slowly) whose transformed tiles
-    fit the cache budget: several images, one image, or a band of tile rows of one image.
-    Per-image chunks were 1.8-1.9x faster than one batched pass at 16 x 56 x 56 x 256 and
-    16 x 28 x 28 x 512.
+    The work runs in chunks whose transformed tiles fit the cache budget: several images, one
+    image, or bands of tile rows of one image. Per-image chunks were 1.8-1.9x faster than one
+    batched pass at 16 x 56 x 56 x 256 and 16 x 28 x 28 x 512. Image chunks go through
+    ``lax.map`` (as fast as unrolled for this much work per iteration, and compiled 4-8x
+    faster); the bands of one image are unrolled.
     """
     n, h, w, _ = x.shape
     d = kernel_hat.shape[1 if transposed else 2]
@@ -124,21 +125,28 @@ def _winograd(x: jax.Array, kernel_hat: jax.Array, tile: int, *, transposed: boo
     m = tile
     th, tw = -(-h // m), -(-w // m)
     budget = MAX_TRANSFORMED // (kernel_hat.shape[0] * max(kernel_hat.shape[1:]))  # tiles per chunk
-    images = max(1, budget // (th * tw))
+    images = min(n, max(1, budget // (th * tw)))
     band = th if images > 1 or th * tw <= budget else max(1, budget // tw)
     spec = "kpd,kcd->kpc" if transposed else "kpc,kcd->kpd"
     padded = jnp.pad(x, ((0, 0), (1, (th + 1) * m - 1 - h), (1, (tw + 1) * m - 1 - w), (0, 0)))
-    outs = []
-    for start in range(0, n, images):
+
+    def chunk(slabs: jax.Array) -> jax.Array:  # f32[k, m th + m, m tw + m, C] -> f32[k, m th, m tw, D]
         bands = []
         for r0 in range(0, th, band):
             r1 = min(th, r0 + band)
-            slab = padded[start:start + images, m * r0:m * r1 + m]
-            v = _input_transform(slab, m)
-            prods = jnp.einsum(spec, v, kernel_hat, precision=jax.lax.Precision.HIGHEST)
+            slab = slabs[:, m * r0:m * r1 + m]
+            prods = jnp.einsum(spec, _input_transform(slab, m), kernel_hat, precision=jax.lax.Precision.HIGHEST)
             bands.append(_output_transform(prods, m, slab.shape[0], r1 - r0, tw))
-        outs.append(bands[0] if len(bands) == 1 else jnp.concatenate(bands, axis=1))
-    y = outs[0] if len(outs) == 1 else jnp.concatenate(outs)
+        return bands[0] if len(bands) == 1 else jnp.concatenate(bands, axis=1)
+
+    whole = n // images * images
+    if images == n:
+        y = chunk(padded)
+    else:  # equal image chunks in a rolled loop: as fast as unrolled here, and 4-8x quicker to compile
+        chunks = padded[:whole].reshape(whole // images, images, *padded.shape[1:])
+        y = jax.lax.map(chunk, chunks).reshape(whole, th * m, tw * m, d)
+        if whole < n:
+            y = jnp.concatenate([y, chunk(padded[whole:])])
     return y[:, :h, :w]
 
 
