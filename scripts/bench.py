@@ -50,7 +50,6 @@ from stylejax import runtime  # noqa: E402
 runtime.set_xla_flags()  # as the stylejax command does, before JAX starts
 MALLOC = {"keeps_allocations": False}  # --malloc keep: glibc policy for both frameworks (set in main)
 THREADS = 2
-CONV = (8, 56, 256)  # batch, spatial size, channels of the peak-throughput conv
 SCAN_LAYERS = ("conv2_2", "conv5_3")
 
 
@@ -179,7 +178,7 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 def bench_conv(reps: int) -> dict:
     import bench_workloads as bw
 
-    n, hw, c = CONV
+    n, hw, c = bw.PEAK_CONV
     runners = {"jax": bw.jax_conv(n, hw, c), "torch_nchw": bw.torch_conv(n, hw, c, channels_last=False),
                "torch_cl": bw.torch_conv(n, hw, c, channels_last=True)}
     res = alternate(runners, reps, 2, probes=False)

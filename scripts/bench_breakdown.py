@@ -3,8 +3,8 @@
 
 Compiles ``stylejax.transfer.steps`` (the exact call the CLI makes) and profiles ``--steps``
 calls with ``jax.profiler``. Each op of the optimised HLO is classified from its fused body
-and its source metadata (conv forward / conv data-gradient / Gram / Gram gradient / layout
-copies / pooling and ReLU / the rest), with analytic FLOPs for convs and dots. Prints one
+and its source metadata (conv forward / conv data-gradient / Winograd matmuls / Gram / Gram
+gradient / layout copies / elementwise), with analytic FLOPs for convs and dots. Prints one
 row per op and a summary per class with GFLOP/s against the FLOP bound given by ``--peak``
 (GFLOP/s; default: the XLA 3x3-conv peak measured in the same process, as in bench.py).
 
@@ -30,13 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from stylejax import runtime  # noqa: E402
 
-RUNTIME = runtime.configure()  # what the stylejax command sets, before JAX starts
+SETTINGS = runtime.configure()  # what the stylejax command sets, before JAX starts
 
 import bench_workloads as bw
 
-CONV_PEAK = (8, 56, 256)  # the peak-throughput conv of bench.py: batch, size, channels
 _INSTR = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (\w+)\[([\d,]*)\]\S* (\w[\w-]*)\((.*)$")
-_SHAPE = re.compile(r"(\w+)\[([\d,]*)\]")
 
 
 def _dims(text: str) -> tuple[int, ...]:
@@ -132,13 +130,13 @@ def main() -> int:
 
     peak = args.peak
     if peak is None:
-        conv = bw.jax_conv(*CONV_PEAK)
+        conv = bw.jax_conv(*bw.PEAK_CONV)
         times = []
         for _ in range(5):
             t0 = time.perf_counter()
             conv.run()
             times.append(time.perf_counter() - t0)
-        peak = bw.conv_peak_flops(*CONV_PEAK) / min(times) / 1e9
+        peak = bw.conv_peak_flops(*bw.PEAK_CONV) / min(times) / 1e9
 
     for _ in range(3):
         runner.run()
@@ -162,7 +160,7 @@ def main() -> int:
 
     what = f"scan to {args.scan}, 16 x 224 px" if args.scan else f"Gatys step, {args.optimizer}, {args.size} px"
     print(f"{what}: {wall_ms:.1f} ms per step (wall, no profiler); "
-          f"FLOP bound: {peak:.1f} GFLOP/s (XLA 3x3 conv peak, this process)")
+          f"FLOP bound: {peak:.1f} GFLOP/s (XLA 3x3 conv peak, this process); process settings {SETTINGS}")
     print(f"\n{'op':28s} {'class':36s} {'ms':>8s} {'GFLOP':>7s} {'GFLOP/s':>8s}  what")
     for name, ms in sorted(per_op.items(), key=lambda kv: -kv[1])[: args.top]:
         kind, flops, what = info[name]

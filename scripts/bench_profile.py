@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from stylejax import runtime  # noqa: E402
 
-RUNTIME = runtime.configure()  # what the stylejax command sets, before JAX starts
+runtime.configure()  # what the stylejax command sets, before JAX starts
 
 import bench_workloads as bw
 

@@ -68,6 +68,9 @@ def gram_flops(arch: str, height: int, width: int, layers: Sequence[str], *, gra
     return total * (2 if grad else 1)
 
 
+PEAK_CONV = (8, 56, 256)  # batch, spatial size, channels of the conv whose rate is "the peak"
+
+
 def conv_peak_flops(n: int, hw: int, c: int) -> int:
     """FLOPs of one 3x3 same-padded conv c -> c on f32[n, hw, hw, c]."""
     return 2 * n * hw * hw * c * c * 9

@@ -217,8 +217,7 @@ def _run(args, w, content, styles, settings, init_image, out: Path, report_path:
         "objective": result.objective, "iterations": result.iterations, "seconds": result.seconds,
         "s_per_iter": result.s_per_iter, "per_scale": result.per_scale, "interrupted": result.interrupted,
         "loss": result.loss[0], "history": result.history, "shape": list(result.images.shape[1:3]),
-        "weights": w.report(), "device": _device(), "jax": _jax_version(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "weights": w.report(), **_environment(),
     }
     write_json(report_path, report)
     if result.interrupted:
@@ -231,17 +230,13 @@ def _run(args, w, content, styles, settings, init_image, out: Path, report_path:
     return 0
 
 
-def _jax_version() -> str:
-    import jax
-
-    return jax.__version__
-
-
-def _device() -> str:
+def _environment() -> dict[str, str]:
+    """Where the run happened: device, jax version and the XLA flags in force."""
     import jax
 
     d = jax.devices()[0]
-    return f"{d.platform}:{getattr(d, 'device_kind', '')}"
+    return {"device": f"{d.platform}:{getattr(d, 'device_kind', '')}", "jax": jax.__version__,
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def run_demo(args: argparse.Namespace) -> int:
