@@ -451,6 +451,8 @@ def build(root: str | os.PathLike, weights, layers: Mapping[str, Sequence[int]],
         raise StylejaxError(f"{root}: no such folder")
     if not root.is_dir():
         raise StylejaxError(f"{root}: not a folder")
+    if out.resolve() == root.resolve():
+        raise StylejaxError(f"output {out} is the image folder; choose another folder for the site")
     layers = {name: [int(u) for u in units] for name, units in layers.items()}
     rfs = check_request(weights, layers, options)
     create = _check_site(out, resume)
