@@ -199,7 +199,7 @@ def test_interrupted_scan_resumes_to_the_same_result(vgg16, folder, tmp_path):
     with np.load(out / STATE_FILE) as z:
         meta = json.loads(bytes(z["meta"]).decode())
     assert 0 < meta["images"] < 12
-    with pytest.raises(Exception, match="--resume"):
+    with pytest.raises(Exception, match="unfinished scan; resume it"):
         scan_layers(folder, vgg16, layers, state_dir=out, **kwargs)
     with pytest.raises(Exception, match="other settings"):
         scan(folder, vgg16, "conv1_2", [0, 5], state_dir=out, resume=True, **kwargs)
