@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from pathlib import Path
 
 from stylejax import distributed, models, weights
@@ -152,6 +153,14 @@ def run(args: argparse.Namespace) -> int | None:
         if create and not any(out.iterdir()):
             out.rmdir()
         raise
+    except Exception as exc:
+        if not (multi and type(exc).__name__ == "JaxRuntimeError"):
+            raise
+        # A collective with a lost peer fails here first; JAX's runtime then ends this process
+        # (the supervisor reports why). Give it that time, so the line names the cause.
+        time.sleep(args.heartbeat_timeout + 5)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StylejaxError(f"the job's runtime failed: {first}; rerun every process with --resume") from None
     except KeyboardInterrupt:
         if state.exists():
             return fail(f"interrupted; the scan so far is saved in {state}; rerun with --resume to continue", 130)
