@@ -123,7 +123,7 @@ def test_lost_process_stops_the_job_and_resume_equals_one_process(tmp_path, vgg1
         assert [(e["image"], e["y"], e["x"], e["box"]) for e in entries] == \
                [(e["image"], e["y"], e["x"], e["box"]) for e in other]
         np.testing.assert_allclose([e["activation"] for e in other], [e["activation"] for e in entries], rtol=1e-5)
-    assert not list(out.glob("scan_state*"))
+    assert not list(out.glob("scan_state*")) and not list(out.glob(".scan_state*"))
 
 
 def test_unreachable_coordinator_is_one_line_within_the_join_timeout(tmp_path):

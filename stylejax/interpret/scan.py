@@ -734,8 +734,8 @@ def scan_arrays(batches: Iterable, weights, layers: Mapping[str, Sequence[int] |
 
 
 def clear_state(state_dir: str | os.PathLike) -> None:
-    """Remove a finished scan's checkpoint (this process's share)."""
-    try:
-        (Path(state_dir) / state_file(jax.process_index(), jax.process_count())).unlink()
-    except FileNotFoundError:
-        pass
+    """Remove a finished scan's checkpoint (this process's share), and any half-written copy of
+    it that a process killed while saving left behind."""
+    name = state_file(jax.process_index(), jax.process_count())
+    for path in [Path(state_dir) / name, *Path(state_dir).glob(f".{name}.*.tmp")]:
+        path.unlink(missing_ok=True)
