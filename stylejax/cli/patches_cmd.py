@@ -117,7 +117,10 @@ def run(args: argparse.Namespace) -> int | None:
     backbone = models.get(args.arch)
     backbone.check_layers([args.layer])
     channels = {layer.name: layer.channels for layer in backbone.layers}[args.layer]
-    units = scan_lib.parse_units(args.units, channels, args.layer)
+    try:
+        units = scan_lib.parse_units(args.units, channels, args.layer)
+    except StylejaxError as exc:
+        raise StylejaxError(f"--units: {exc}") from None
     projection = None if args.projection == "none" else args.projection
     if projection is not None:
         try:

@@ -152,20 +152,18 @@ def parse_units(text: str | None, channels: int, layer: str = "layer") -> list[i
     try:
         if ":" in text:
             a, b = text.split(":")
-            lo = int(a) if a.strip() else 0
-            hi = int(b) if b.strip() else channels
-            units = list(range(lo, hi))
-            if not units:
-                raise StylejaxError(f"--units {text}: empty range")
+            units = list(range(int(a) if a.strip() else 0, int(b) if b.strip() else channels))
         else:
             units = [int(item) for item in text.split(",")]
     except ValueError:
-        raise StylejaxError(f"--units {text!r}: expected A:B, a list like 3,7,12, or one number") from None
+        raise StylejaxError(f"units {text!r}: expected A:B, a list like 3,7,12, or one number") from None
+    if not units:
+        raise StylejaxError(f"units {text}: empty range")
     bad = [u for u in units if not 0 <= u < channels]
     if bad:
-        raise StylejaxError(f"--units: unit {bad[0]} is outside {layer}, which has units 0..{channels - 1}")
+        raise StylejaxError(f"unit {bad[0]} is outside {layer}, which has units 0..{channels - 1}")
     if len(set(units)) != len(units):
-        raise StylejaxError(f"--units {text}: repeated unit")
+        raise StylejaxError(f"units {text}: repeated unit")
     return units
 
 
