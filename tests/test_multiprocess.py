@@ -79,6 +79,7 @@ def _one_line(err: str) -> str:
     return err
 
 
+@pytest.mark.slow
 def test_lost_process_stops_the_job_and_resume_equals_one_process(tmp_path, vgg16):
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -126,6 +127,7 @@ def test_lost_process_stops_the_job_and_resume_equals_one_process(tmp_path, vgg1
     assert not list(out.glob("scan_state*")) and not list(out.glob(".scan_state*"))
 
 
+@pytest.mark.slow
 def test_unreachable_coordinator_is_one_line_within_the_join_timeout(tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir()

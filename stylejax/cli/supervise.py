@@ -21,6 +21,7 @@ from pathlib import Path
 
 #: Set in the child: the file its C++ runtime log goes to.
 LOG_ENV = "STYLEJAX_RUNTIME_LOG"
+PARENT_ENV = "STYLEJAX_SUPERVISOR_PID"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -30,9 +31,13 @@ def in_child() -> bool:
 
 
 def redirect_runtime_log() -> None:
-    """In the child: file descriptor 2 (the C++ runtime's stderr) to the log file; Python's
-    ``sys.stderr`` keeps writing to the terminal."""
+    """In the child: die with the parent, and send file descriptor 2 (the C++ runtime's stderr)
+    to the log file while Python's ``sys.stderr`` keeps writing to the terminal."""
     path = os.environ.pop(LOG_ENV)
+    parent = os.environ.pop(PARENT_ENV, None)
+    _die_with_parent()
+    if parent is not None and os.getppid() != int(parent):  # the parent is already gone
+        os._exit(1)
     terminal = os.dup(2)
     sys.stderr.flush()
     sys.stderr = open(terminal, "w", buffering=1, encoding=sys.stderr.encoding or "utf-8", errors="replace")
@@ -41,7 +46,7 @@ def redirect_runtime_log() -> None:
     os.close(fd)
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def _die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -57,8 +62,8 @@ def supervised(argv: Sequence[str], explain: Callable[[str, int], str]) -> int:
     """
     fd, log = tempfile.mkstemp(prefix="stylejax-runtime-", suffix=".log")
     os.close(fd)
-    env = {**os.environ, LOG_ENV: log}
-    child = subprocess.Popen([sys.executable, "-m", "stylejax", *argv], env=env, preexec_fn=_die_with_parent)
+    env = {**os.environ, LOG_ENV: log, PARENT_ENV: str(os.getpid())}
+    child = subprocess.Popen([sys.executable, "-m", "stylejax", *argv], env=env)
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal sends it to the child as well
     signal.signal(signal.SIGTERM, lambda sig, frame: child.send_signal(sig))
@@ -73,4 +78,6 @@ def supervised(argv: Sequence[str], explain: Callable[[str, int], str]) -> int:
         return code
     from stylejax.cli.common import fail
 
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")  # the child's progress bar line, cut short
     return fail(explain(text, -code))
