@@ -601,9 +601,8 @@ def scan_layers(root: str | os.PathLike, weights, layers: Mapping[str, Sequence[
     batches = dataset.batches(walk, size, batch, start=tally.position, workers=workers, share=(pid, nproc))
     if report is not None:
         report(Progress(files, None, "file", what))
-    _run_batches(compiled, params, data, tally, batches, root_path,
-                        save=save if state_path is not None else None, checkpoint_seconds=checkpoint_seconds,
-                        tick=tick, on_batch=on_batch)
+    _run_batches(compiled, params, data, tally, batches, root_path, save=save if state_path is not None else None,
+                 checkpoint_seconds=checkpoint_seconds, tick=tick, on_batch=on_batch)
     tally.seconds = seconds_before + time.perf_counter() - t_start
     return _finish(settings, sides, tally, compile_seconds)
 
