@@ -79,7 +79,7 @@ def main(argv=None) -> int:
 
     from stylejax.cli.common import progress_callback
 
-    with progress_callback() as progress:
+    with progress_callback(f"scan {','.join(layers)}") as progress:
         results = scan_layers(args.data, w, {name: None for name in layers}, top=args.top, size=args.size,
                               batch=args.batch, state_dir=out, resume=True, progress=progress)
     any_result = next(iter(results.values()))

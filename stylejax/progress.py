@@ -1,31 +1,31 @@
-"""One progress protocol for long library calls: a callback that receives a :class:`Progress`.
+"""The one progress protocol of the library: a callback that receives a small record.
 
-Library functions take ``progress: Callable[[Progress], None] | None`` and call it after each
-unit of work; they never draw anything themselves. The command line wraps the callback in a
-progress bar; a script can log, update its own bar, or ignore it.
+Long-running library functions take ``callback: Callable[[Progress], None] | None``. They call
+it after each unit of work; the command line wraps it in a progress bar, a script may log it.
+Raising ``KeyboardInterrupt`` from the callback stops the run the same way Ctrl-C does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class Progress(NamedTuple):
-    """How far a long job is.
-
-    Attributes:
-      done: units finished so far (cumulative, including any done before a resume).
-      total: units in the whole job, or None while it is not known (e.g. a folder still being walked).
-      unit: what is counted, singular ("image", "step").
-      what: the job in a few words ("scan conv2_1").
-    """
+    """``done`` of ``total`` units (``total`` None while not known, e.g. a folder still being
+    walked; ``unit``: "it", "image", "file", ...); ``loss``: the latest objective
+    value where there is one; ``info``: a few more named figures for a bar's postfix;
+    ``image``: where the run has one, a zero-argument function returning the current result
+    u8[H, W, 3] (called only when needed, e.g. for snapshots)."""
 
     done: int
     total: int | None
-    unit: str = "item"
-    what: str = ""
+    unit: str = "it"
+    loss: float | None = None
+    info: dict[str, Any] = {}
+    image: Callable[[], Any] | None = None
 
 
-#: The callback type library functions accept.
-ProgressFn = Callable[[Progress], None]
+Callback = Callable[[Progress], None]
+
+__all__ = ["Callback", "Progress"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from stylejax.errors import StylejaxError
 from stylejax.images import atomic_write
-from stylejax.progress import Progress, ProgressFn
+from stylejax.progress import Callback, Progress
 
 
 class Parser(argparse.ArgumentParser):
@@ -111,9 +111,10 @@ def progress_bar(total: int, desc: str, unit: str = "it", quiet: bool = False):
 
 
 @contextmanager
-def progress_callback(quiet: bool = False) -> Iterator[ProgressFn]:
-    """A :data:`stylejax.progress.ProgressFn` drawn as a :func:`progress_bar` (made on the first
-    record, from its ``what``, ``unit`` and ``total``; a None total shows a count and a rate)."""
+def progress_callback(desc: str, quiet: bool = False) -> Iterator[Callback]:
+    """A :data:`stylejax.progress.Callback` drawn as a :func:`progress_bar` labelled ``desc``
+    (made on the first record, from its ``unit`` and ``total``; a None total shows a count and a
+    rate)."""
     bar = None
 
     def update(p: Progress) -> None:
@@ -121,7 +122,7 @@ def progress_callback(quiet: bool = False) -> Iterator[ProgressFn]:
         if quiet:
             return
         if bar is None:
-            bar = progress_bar(p.total, p.what, unit=p.unit)
+            bar = progress_bar(p.total, desc, unit=p.unit)
         if p.total != bar.total:
             bar.total = p.total
         bar.update(p.done - bar.n)
@@ -163,6 +164,18 @@ def add_weights_args(p: argparse.ArgumentParser, default_arch: str = "vgg16") ->
     p.add_argument("--weights", default=None, metavar="NAME|FILE",
                    help="weight set name (see `stylejax weights list`) or a .pth/.h5/.onnx/.safetensors "
                         "file (default: the built-in ImageNet weights of --arch)")
+
+
+def note(message: str) -> None:
+    """A one-line note on stderr (e.g. a one-time weight conversion)."""
+    print(f"stylejax: {message}", file=sys.stderr, flush=True)
+
+
+def load_weights(args: argparse.Namespace):
+    """The weight set named by ``--weights`` / ``--arch``, with conversion notes on stderr."""
+    from stylejax import weights
+
+    return weights.load(args.weights, args.arch, progress=note)
 
 
 def split_commas(values: Sequence[str]) -> list[str]:

@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from stylejax import distributed, models, weights
+from stylejax import distributed, models
 from stylejax.cli import supervise
-from stylejax.cli.common import (add_weights_args, fail, nonnegative_int, positive_float, positive_int,
+from stylejax.cli.common import (add_weights_args, fail, load_weights, nonnegative_int, positive_float, positive_int,
                                  progress_callback, write_json)
 from stylejax.errors import StylejaxError
 from stylejax.interpret import scan as scan_lib
@@ -144,11 +144,11 @@ def run(args: argparse.Namespace) -> int | None:
                                heartbeat_timeout_s=args.heartbeat_timeout)
     elif args.coordinator is not None:
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-    w = weights.load(args.weights, args.arch)
+    w = load_weights(args)
     if create:
         out.mkdir(exist_ok=True)
     try:
-        with progress_callback(args.quiet) as progress:
+        with progress_callback(f"scan {args.layer}", args.quiet) as progress:
             result = scan_lib.scan(folder, w, args.layer, units, top=args.top, size=args.size, batch=args.batch,
                                    state_dir=out, resume=args.resume, checkpoint_seconds=args.checkpoint_every,
                                    workers=args.workers, progress=progress)

@@ -37,7 +37,7 @@ from stylejax.images import atomic_write
 from stylejax.interpret import dataset
 from stylejax.interpret.receptive_field import RF, box, for_arch
 from stylejax.preprocessing import preprocess
-from stylejax.progress import Progress, ProgressFn
+from stylejax.progress import Callback, Progress
 
 STATE_FILE = "scan_state.npz"
 STATE_VERSION = 1
@@ -117,7 +117,7 @@ def _step(params, states: tuple[TopK, ...], pixels: jax.Array, index: jax.Array,
           ) -> tuple[TopK, ...]:
     """One scan step: u8[B, S, S, 3] pixels -> the updated top-K of every scanned layer."""
     x = preprocess(pixels.astype(jnp.float32), convention)
-    acts = models.get(arch).fast_features(params, x, layers)
+    acts = models.get(arch).features(params, x, layers, conv="auto")
     out = []
     for state, layer, us in zip(states, layers, units):
         values, y, xs = unit_maxima(acts[layer], us)
@@ -541,7 +541,7 @@ def scan_layers(root: str | os.PathLike, weights, layers: Mapping[str, Sequence[
                 top: int = 9, size: int = 224, batch: int = 16,
                 state_dir: str | os.PathLike | None = None, resume: bool = False,
                 checkpoint_seconds: float = 60.0, workers: int | None = None,
-                progress: ProgressFn | bool | None = None,
+                progress: Callback | bool | None = None,
                 on_batch: Callable[[int], None] | None = None,
                 exclude: Sequence[str | os.PathLike] = ()) -> dict[str, ScanResult]:
     """Scan every image under ``root``; return each unit's top ``top`` images, per layer.
@@ -589,18 +589,17 @@ def scan_layers(root: str | os.PathLike, weights, layers: Mapping[str, Sequence[
         _save_state(state_path, settings, tally.states, tally.meta(seconds_before + time.perf_counter() - t_start))
 
     report = progress if callable(progress) else None
-    what = f"scan {','.join(settings.layers)}"
     files = len(range(pid, tally.position, nproc))  # this process's files consumed so far
 
     def tick(n: int) -> None:
         nonlocal files
         files += n
         if report is not None and n:
-            report(Progress(files, None, "file", what))
+            report(Progress(files, None, "file"))
 
     batches = dataset.batches(walk, size, batch, start=tally.position, workers=workers, share=(pid, nproc))
     if report is not None:
-        report(Progress(files, None, "file", what))
+        report(Progress(files, None, "file"))
     _run_batches(compiled, params, data, tally, batches, root_path, save=save if state_path is not None else None,
                  checkpoint_seconds=checkpoint_seconds, tick=tick, on_batch=on_batch)
     tally.seconds = seconds_before + time.perf_counter() - t_start
@@ -666,7 +665,7 @@ def _check_pixels(array, shape: tuple[int, int] | None, n: int) -> np.ndarray:
 
 
 def scan_arrays(batches: Iterable, weights, layers: Mapping[str, Sequence[int] | None], *, top: int = 9,
-                batch: int | None = None, progress: ProgressFn | None = None) -> dict[str, LayerTop]:
+                batch: int | None = None, progress: Callback | None = None) -> dict[str, LayerTop]:
     """Top-K patch scan over a stream of pixel arrays: for each unit, the ``top`` images whose
     maximum activation is highest (one entry per image), exactly as the folder scan keeps them.
 
@@ -722,7 +721,7 @@ def scan_arrays(batches: Iterable, weights, layers: Mapping[str, Sequence[int] |
             seen += count
             if progress is not None:
                 jax.block_until_ready(states)
-                progress(Progress(seen, None, "image", f"scan {','.join(names)}"))
+                progress(Progress(seen, None, "image"))
     if seen == 0:
         raise StylejaxError("no images to scan (every batch was empty)")
     rfs = for_arch(weights.arch)
