@@ -32,12 +32,13 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from stylejax import models
+from stylejax.activations import features
 from stylejax.errors import StylejaxError
 from stylejax.images import atomic_write
 from stylejax.interpret import dataset
 from stylejax.interpret.receptive_field import RF, box, for_arch
-from stylejax.preprocessing import preprocess
 from stylejax.progress import Callback, Progress
+from stylejax.weights import Weights
 
 STATE_FILE = "scan_state.npz"
 STATE_VERSION = 1
@@ -112,12 +113,10 @@ def merge_topk(state: TopK, values: jax.Array, index: jax.Array, y: jax.Array, x
     return TopK(best, jnp.where(jnp.isneginf(best), -1, new_index), pick(state.y, y.T), pick(state.x, x.T))
 
 
-def _step(params, states: tuple[TopK, ...], pixels: jax.Array, index: jax.Array, valid: jax.Array, *,
-          arch: str, convention: str, layers: tuple[str, ...], units: tuple[tuple[int, ...], ...],
-          ) -> tuple[TopK, ...]:
+def _step(w: Weights, states: tuple[TopK, ...], pixels: jax.Array, index: jax.Array, valid: jax.Array, *,
+          layers: tuple[str, ...], units: tuple[tuple[int, ...], ...]) -> tuple[TopK, ...]:
     """One scan step: u8[B, S, S, 3] pixels -> the updated top-K of every scanned layer."""
-    x = preprocess(pixels.astype(jnp.float32), convention)
-    acts = models.get(arch).features(params, x, layers, conv="auto")
+    acts = features(w, pixels, layers, conv="auto")
     out = []
     for state, layer, us in zip(states, layers, units):
         values, y, xs = unit_maxima(acts[layer], us)
@@ -131,14 +130,13 @@ def _step(params, states: tuple[TopK, ...], pixels: jax.Array, index: jax.Array,
 SCAN_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 
 
-def make_step(arch: str, convention: str, layers: Sequence[str], units: Sequence[Sequence[int]],
-              mesh: Mesh) -> Callable:
-    """``step(params, states, pixels, index, valid) -> states`` jitted, the batch sharded over ``mesh``.
+def make_step(layers: Sequence[str], units: Sequence[Sequence[int]], mesh: Mesh) -> Callable:
+    """``step(weights, states, pixels, index, valid) -> states`` jitted, the batch sharded over ``mesh``.
 
     ``states`` is one :class:`TopK` per layer; all layers come from one forward pass.
     """
     rep, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    fn = partial(_step, arch=arch, convention=convention, layers=tuple(layers),
+    fn = partial(_step, layers=tuple(layers),
                  units=tuple(tuple(int(u) for u in us) for us in units))
     return jax.jit(fn, in_shardings=(rep, rep, data, data, data), out_shardings=rep,
                    compiler_options=SCAN_COMPILER_OPTIONS)
@@ -420,14 +418,14 @@ def _compile(weights, settings_layers: Sequence[str], units: Sequence[Sequence[i
              height: int, width: int, dtype) -> tuple[Callable, object, object, NamedSharding, int, float]:
     """Compile the step for fixed-shape batches on all local devices.
 
-    Returns ``(compiled, params, states, data sharding, batch rounded to the device count, seconds)``.
+    Returns ``(compiled, weights on the devices, states, data sharding, batch rounded to the device count, seconds)``.
     """
     devices = jax.local_devices()
     mesh = Mesh(np.array(devices), ("data",))
     batch = -(-batch // len(devices)) * len(devices)
     rep, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    step = make_step(weights.arch, weights.preprocessing, settings_layers, units, mesh)
-    params = jax.device_put(weights.params, rep)
+    step = make_step(settings_layers, units, mesh)
+    params = jax.device_put(weights, rep)
     states = jax.device_put(states, rep)
     t0 = time.perf_counter()
     compiled = step.lower(params, states,
