@@ -393,7 +393,8 @@ def attribute(model, pixels, s: Settings, *, progress: Callable[[int], None] | N
         steps = _check_int("steps", s.steps)
         m = np.asarray(integrated_gradients(params, x, u, net=net, steps=steps, chunk=chunk))
         heat = np.abs(m.sum(axis=-1))
-        extra = {"steps": steps, "sum": float(m.sum()), "completeness_gap": float(m.sum()) - (value - base)}
+        total = float(m.sum(dtype=np.float64))
+        extra = {"steps": steps, "sum": total, "completeness_gap": total - (value - base)}
     elif s.method == "smoothgrad":
         samples = _check_int("samples", s.samples)
         if not (isinstance(s.noise, (int, float)) and math.isfinite(s.noise) and s.noise >= 0):
