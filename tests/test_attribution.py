@@ -13,14 +13,18 @@ from stylejax.errors import StylejaxError
 from stylejax.images import read_image
 from stylejax.interpret import attribution as A
 
-LAYER, AT = "conv3_1", "conv2_2"
+LAYER, AT = "conv2_2", "conv1_2"
 WINDOW, STRIDE, STEPS = 8, 6, 16
 BASELINE_RGB = np.array([123.68, 116.779, 103.939])  # the Caffe BGR mean, in RGB order
 
 
 @pytest.fixture(scope="module")
 def image():
-    return read_image(data_path("images", "tubingen.jpg"), 48)  # 36 x 48
+    """golden_gate.jpg at 36 x 48. (On tubingen.jpg's flat 8-bit sky, neighbours that tie exactly
+    in float64 differ by an ulp in float32, and max pooling sends a path point's gradient to the
+    other pixel: IG then differs from the float64 reference by 1.3e-3 of its peak at one pixel,
+    a tie-breaking difference rather than an error.)"""
+    return read_image(data_path("images", "golden_gate.jpg"), 48)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +46,7 @@ def _grad(pixels: np.ndarray, torch_weights, unit, guided=False) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def unit(image, torch_weights):
-    """The conv3_1 channel with the largest response to the image (chosen by the reference)."""
+    """The conv2_2 channel with the largest response to the image (chosen by the reference)."""
     x = ref.caffe_input(torch.tensor(image[None], dtype=torch.float64))
     a = ref.run(ref.VGG16, torch_weights, x, stop=LAYER)[LAYER][0]
     return int(a.amax(dim=(1, 2)).argmax())
@@ -96,7 +100,7 @@ def _reference_cam(image, torch_weights, unit):
 def test_gradcam_matches_reference(vgg16, image, unit, torch_weights):
     r = _run(vgg16, image, "gradcam", unit, at=AT)
     want = _reference_cam(image, torch_weights, unit).numpy()
-    assert r.map.shape == want.shape == (18, 24) and r.at == AT
+    assert r.map.shape == want.shape == (36, 48) and r.at == AT
     rel = _close(r.map, want)
     print(f"gradcam error / peak {rel:.2e}")
 
@@ -141,13 +145,13 @@ def test_saliency_and_smoothgrad_match_reference(vgg16, image, unit, torch_weigh
 def test_another_unit_reuses_the_compiled_code(vgg16, image, unit):
     _run(vgg16, image, "gradcam", unit, at=AT)
     before = A.gradcam._cache_size()
-    other = _run(vgg16, image, "gradcam", (unit + 1) % 256, at=AT)
+    other = _run(vgg16, image, "gradcam", (unit + 1) % 128, at=AT)
     assert A.gradcam._cache_size() == before
-    assert other.unit == (unit + 1) % 256
+    assert other.unit == (unit + 1) % 128
 
 
 @pytest.mark.parametrize("settings,needle", [
-    (dict(method="occlusion", layer=LAYER, unit=256), "unit 256 is outside conv3_1"),
+    (dict(method="occlusion", layer=LAYER, unit=128), "unit 128 is outside conv2_2"),
     (dict(method="saliency", layer=LAYER, unit=-1), "unit must be an integer >= 0"),
     (dict(method="saliency", layer="conv9_9", unit=0), "unknown layer 'conv9_9'"),
     (dict(method="occlusion", layer=LAYER, unit=0, window=40), "window 40 is larger than the 36x48 image"),
@@ -159,7 +163,7 @@ def test_another_unit_reuses_the_compiled_code(vgg16, image, unit):
     (dict(method="smoothgrad", layer=LAYER, unit=0, noise=float("nan")), "noise must be a finite number"),
     (dict(method="lime", layer=LAYER, unit=0), "unknown attribution method 'lime'"),
     (dict(method="gradcam", layer=LAYER, unit=0, at="pool1"), "must be a conv layer"),
-    (dict(method="gradcam", layer="conv2_1", unit=0, at="conv3_1"), "comes after the target layer"),
+    (dict(method="gradcam", layer="conv1_2", unit=0, at="conv2_1"), "comes after the target layer"),
     (dict(method="saliency", layer="fc8", unit=0), "tumour"),
     (dict(method="saliency", layer="pool5", unit=0), "too small for pool5"),
 ])

@@ -54,6 +54,18 @@ def oihw(params: dict) -> dict:
                    torch.tensor(np.asarray(p["bias"], np.float64))) for name, p in params.items()}
 
 
+def _pool2(x: torch.Tensor) -> torch.Tensor:
+    """2x2/2 max pool (odd edges dropped) whose gradient splits exact ties evenly (``amax``).
+
+    Exact ties are common in flat regions of 8-bit images; max_pool2d sends their gradient to one
+    element, JAX's max (and ``amax``) shares it. Both are subgradients; the references use the
+    shared one so they test the definitions, not a tie-breaking convention. (A guided/deconvnet
+    pass routes through one switch, as stylejax does then, so it uses max_pool2d.)
+    """
+    n, c, h, w = x.shape
+    return x[:, :, : h // 2 * 2, : w // 2 * 2].reshape(n, c, h // 2, 2, w // 2, 2).amax(dim=(3, 5))
+
+
 def run(layers, weights: dict, x: torch.Tensor, start: str | None = None, stop: str | None = None,
         guided: bool = False) -> dict:
     """Apply ``layers`` after ``start`` (exclusive) through ``stop`` to NCHW ``x``; {name: NCHW out}."""
@@ -66,6 +78,8 @@ def run(layers, weights: dict, x: torch.Tensor, start: str | None = None, stop: 
         if kind == "c":
             w, b = weights[name]
             x = relu(F.conv2d(x, w, b, stride=s, padding=p))
+        elif k == s == 2 and not guided:
+            x = _pool2(x)
         else:
             x = F.max_pool2d(x, k, s)
         out[name] = x
@@ -75,9 +89,9 @@ def run(layers, weights: dict, x: torch.Tensor, start: str | None = None, stop: 
 
 
 def target(act: torch.Tensor, unit: int) -> torch.Tensor:
-    """Max over positions of channel ``unit``: NCHW -> [N] (or [N, F] -> [N])."""
+    """Max over positions of channel ``unit``: NCHW -> [N] (or [N, F] -> [N]); ties share the gradient."""
     a = act[:, unit]
-    return a.reshape(a.shape[0], -1).max(dim=1).values
+    return a.reshape(a.shape[0], -1).amax(dim=1)
 
 
 def torchvision_head(sd: dict, arch: str, pooled: torch.Tensor, guided: bool = False) -> dict:
