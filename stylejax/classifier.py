@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import os
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from importlib import resources
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from stylejax import models, weightfiles
 from stylejax.convert import convert_data, take
 from stylejax.errors import StylejaxError
 from stylejax.models import heads
-from stylejax.preprocessing import check_convention
+from stylejax.preprocessing import check_convention, preprocess
 from stylejax.weights import BUILTINS, Weights
 
 #: torchvision ``classifier.{i}`` of fc6, fc7, fc8 per family.
@@ -61,7 +61,6 @@ def _family(arch: str) -> str:
 
 def head_from_torchvision(sd: dict, arch: str, origin: str) -> dict:
     """torchvision ``classifier.{i}.weight|bias`` ([out, in]) -> the head pytree (checked)."""
-    heads.pool_side(arch)
     side = heads.pool_side(arch)
     channels = next(layer.channels for layer in reversed(models.get(arch).layers))
     head, fan_in = {}, channels * side * side
@@ -134,3 +133,37 @@ def class_index(spec: str | int, classes: int = 1000) -> int:
     close = difflib.get_close_matches(text.lower(), lowered, n=3)
     hint = f"; did you mean {', '.join(repr(class_names()[lowered.index(c)]) for c in close)}?" if close else ""
     raise StylejaxError(f"unknown class {text!r}{hint} (give an index 0..999 or an ImageNet class name)")
+
+
+@partial(jax.jit, static_argnames=("arch", "convention"))
+def _logits(params: dict, pixels: jax.Array, *, arch: str, convention: str) -> jax.Array:
+    layer, side = heads.INPUT[arch]
+    pooled = models.get(arch).features(params["features"], preprocess(pixels, convention), (layer,))[layer]
+    return heads.features(params["head"], pooled, ("fc8",), side=side)["fc8"]
+
+
+def logits(clf: Classifier, pixels) -> np.ndarray:
+    """Class scores f32[N, classes] for RGB pixels u8/f32[N, H, W, 3] (or one image [H, W, 3])."""
+    x = np.asarray(pixels)
+    single = x.ndim == 3
+    x = x[None] if single else x
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise StylejaxError(f"expected pixels of shape [N, H, W, 3], got {tuple(np.shape(pixels))}")
+    layer = heads.INPUT[clf.weights.arch][0]
+    out = jax.eval_shape(lambda p: models.get(clf.weights.arch).features(
+        clf.weights.params, p, (layer,))[layer], jax.ShapeDtypeStruct((1, *x.shape[1:]), jnp.float32)).shape
+    if 0 in out:
+        raise StylejaxError(f"a {x.shape[1]}x{x.shape[2]} image is too small for {clf.weights.arch}'s classifier")
+    scores = np.asarray(_logits(clf.params, jnp.asarray(x, jnp.float32), arch=clf.weights.arch,
+                                convention=clf.weights.preprocessing))
+    return scores[0] if single else scores
+
+
+def top_k(scores: np.ndarray, k: int = 5) -> list[dict]:
+    """The ``k`` best classes of one score vector: index, name, logit and softmax probability."""
+    scores = np.asarray(scores, np.float64)
+    probs = np.exp(scores - scores.max())
+    probs /= probs.sum()
+    order = np.argsort(-scores, kind="stable")[:k]
+    return [{"index": int(i), "name": class_name(int(i), len(scores)), "logit": float(scores[i]),
+             "probability": float(probs[i])} for i in order]
