@@ -127,6 +127,8 @@ def class_index(spec: str | int, classes: int = 1000) -> int:
     if classes != 1000:
         raise StylejaxError(f"class {text!r}: names are known only for 1000-class ImageNet heads; "
                             f"this head has {classes} classes, give an index")
+    if text in class_names():  # exact first: "Cardigan" (the corgi) and "cardigan" (the sweater)
+        return class_names().index(text)
     lowered = [name.lower() for name in class_names()]
     if text.lower() in lowered:
         return lowered.index(text.lower())
