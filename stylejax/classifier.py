@@ -38,6 +38,14 @@ NO_HEAD = ("the built-in vgg16 weights have no ImageNet classifier head (the whe
            "(e.g. torchvision's vgg16-397923af.pth) for fc6/fc7/fc8 and class targets")
 
 
+def no_head(name: str | None) -> str:
+    """Why weight set ``name`` cannot give fc6/fc7/fc8 or class targets, in one line."""
+    if name is None or name in BUILTINS:
+        return NO_HEAD
+    return (f"weights {name!r} carry no classifier head: only a torchvision state dict (.pth) has "
+            "fc6/fc7/fc8; pass that file itself with --weights FILE.pth")
+
+
 @dataclass(frozen=True)
 class Classifier:
     """A backbone weight set and its head: ``head`` is the pytree of :mod:`stylejax.models.heads`."""
@@ -90,12 +98,9 @@ def load(spec: str | os.PathLike | None, arch: str, *, preprocessing: str | None
     ``vgg16``, an imported set, a Keras or ONNX file).
     """
     heads.pool_side(arch)
-    if spec is None or str(spec) in BUILTINS:
-        raise StylejaxError(NO_HEAD)
+    if spec is None or str(spec) in BUILTINS or Path(spec).suffix.lower() not in PTH_SUFFIXES:
+        raise StylejaxError(no_head(None if spec is None else str(spec)))
     path = Path(spec)
-    if path.suffix.lower() not in PTH_SUFFIXES:
-        raise StylejaxError(f"weights {str(spec)!r} carry no classifier head: only a torchvision state dict "
-                            "(.pth) has fc6/fc7/fc8; pass that file itself with --weights FILE.pth")
     fmt, sd = weightfiles.read_any(path)
     params = convert_data(sd, fmt, arch, str(path))
     head = head_from_torchvision(sd, arch, str(path))

@@ -148,6 +148,10 @@ def test_another_unit_reuses_the_compiled_code(vgg16, image, unit):
     other = _run(vgg16, image, "gradcam", (unit + 1) % 128, at=AT)
     assert A.gradcam._cache_size() == before
     assert other.unit == (unit + 1) % 128
+    _run(vgg16, image, "occlusion", unit, window=WINDOW, stride=STRIDE, chunk=8)
+    before = A.occlusion_chunk._cache_size()
+    wide = _run(vgg16, image, "occlusion", (unit + 1) % 128, window=12, stride=12, chunk=8)  # window is traced too
+    assert A.occlusion_chunk._cache_size() == before and wide.map.shape == (3, 4)
 
 
 @pytest.mark.parametrize("settings,needle", [

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stylejax import models
+from stylejax.classifier import no_head
 from stylejax.errors import StylejaxError
 from stylejax.interpret.projection import guided_relu
 from stylejax.models import heads
@@ -261,16 +262,12 @@ def check_method(method: str) -> str:
     return method
 
 
-def layer_units(params: dict, arch: str, layer: str) -> int:
+def layer_units(params: dict, arch: str, layer: str, weights_name: str | None = None) -> int:
     """Channels (or head width) of ``layer``; errors list the valid names."""
     if heads.is_head_layer(layer):
         heads.pool_side(arch)
         if "head" not in params:
-            from stylejax.classifier import NO_HEAD
-
-            raise StylejaxError(f"layer {layer} is part of a classifier head, and these weights have none; "
-                                + NO_HEAD.replace("the built-in vgg16 weights have no ImageNet classifier head ",
-                                                  "the built-in vgg16 has none "))
+            raise StylejaxError(f"{layer} is a classifier-head layer: {no_head(weights_name)}")
         return heads.out_features(params["head"], layer)
     backbone = models.get(arch)
     names = backbone.layer_names + (list(heads.FC_LAYERS) if arch in heads.INPUT else [])
@@ -345,7 +342,7 @@ def attribute(model, pixels, s: Settings, *, progress: Callable[[int], None] | N
     params = model.params if hasattr(model, "head") else {"features": w.params}
     check_method(s.method)
     layer = s.layer
-    channels = layer_units(params, w.arch, layer)
+    channels = layer_units(params, w.arch, layer, w.name)
     unit = _check_int("unit", s.unit, 0)
     if unit >= channels:
         raise StylejaxError(f"unit {unit} is outside {layer}, which has units 0..{channels - 1}")
@@ -359,15 +356,26 @@ def attribute(model, pixels, s: Settings, *, progress: Callable[[int], None] | N
     if 0 in out:
         raise StylejaxError(f"a {h}x{wd} image is too small for {layer} (its map would be {out[1:3]})")
     chunk = _check_int("chunk", s.chunk)
-    u = jnp.int32(unit)
-    value = float(target_value(params, x, u, net=net))
-    x0 = jnp.broadcast_to(baseline_pixel(w.preprocessing), x.shape)
-    base = float(target_value(params, x0, u, net=net))
     at, extra = None, {}
     if s.method == "occlusion":
         window, stride = _check_int("window", s.window), _check_int("stride", s.stride)
         if window > min(h, wd):
             raise StylejaxError(f"occlusion window {window} is larger than the {h}x{wd} image")
+    elif s.method in ("gradcam", "guided-gradcam"):
+        at = _check_at(w.arch, layer, s.at)
+    elif s.method == "ig":
+        steps = _check_int("steps", s.steps)
+    elif s.method == "smoothgrad":
+        samples = _check_int("samples", s.samples)
+        if not (isinstance(s.noise, (int, float)) and math.isfinite(s.noise) and s.noise >= 0):
+            raise StylejaxError(f"noise must be a finite number >= 0, got {s.noise!r}")
+        seed = _check_int("seed", s.seed, 0)
+
+    u = jnp.int32(unit)
+    value = float(target_value(params, x, u, net=net))
+    x0 = jnp.broadcast_to(baseline_pixel(w.preprocessing), x.shape)
+    base = float(target_value(params, x0, u, net=net))
+    if s.method == "occlusion":
         offsets = occlusion_offsets(h, wd, window, stride)
         values = []
         for start in range(0, len(offsets), chunk):
@@ -382,7 +390,6 @@ def attribute(model, pixels, s: Settings, *, progress: Callable[[int], None] | N
         heat = occlusion_heat(m, h, wd, window, stride)
         extra = {"window": window, "stride": stride}
     elif s.method in ("gradcam", "guided-gradcam"):
-        at = _check_at(w.arch, layer, s.at)
         if s.method == "gradcam":
             m = np.asarray(gradcam(params, x, u, net=net, at=at))
             heat = np.asarray(jax.image.resize(jnp.asarray(m), (h, wd), "bilinear"))
@@ -390,16 +397,11 @@ def attribute(model, pixels, s: Settings, *, progress: Callable[[int], None] | N
             m = np.asarray(guided_gradcam(params, x, u, net=net, at=at))
             heat = np.abs(m).max(axis=-1)
     elif s.method == "ig":
-        steps = _check_int("steps", s.steps)
         m = np.asarray(integrated_gradients(params, x, u, net=net, steps=steps, chunk=chunk))
         heat = np.abs(m.sum(axis=-1))
         total = float(m.sum(dtype=np.float64))
         extra = {"steps": steps, "sum": total, "completeness_gap": total - (value - base)}
     elif s.method == "smoothgrad":
-        samples = _check_int("samples", s.samples)
-        if not (isinstance(s.noise, (int, float)) and math.isfinite(s.noise) and s.noise >= 0):
-            raise StylejaxError(f"noise must be a finite number >= 0, got {s.noise!r}")
-        seed = _check_int("seed", s.seed, 0)
         m = np.asarray(smoothgrad(params, x, u, jax.random.key(seed), jnp.float32(s.noise), net=net,
                                   samples=samples, chunk=chunk))
         heat = np.abs(m).max(axis=-1)
