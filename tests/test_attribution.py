@@ -184,3 +184,14 @@ def test_bad_pixels(vgg16):
         with pytest.raises(StylejaxError, match=None) as info:
             A.attribute(vgg16, pixels, A.Settings("saliency", LAYER, 0))
         assert needle in str(info.value)
+
+
+def test_occlusion_grid_and_heat_by_hand():
+    offsets = A.occlusion_offsets(7, 9, 3, 2)  # rows (7-3)//2+1 = 3, cols (9-3)//2+1 = 4
+    assert offsets.shape == (12, 2) and offsets[:5].tolist() == [[0, 0], [0, 2], [0, 4], [0, 6], [2, 0]]
+    m = np.zeros((3, 4))
+    m[0, 0], m[0, 1], m[2, 3] = 4.0, 2.0, -1.0
+    heat = A.occlusion_heat(m, 7, 9, 3, 2)
+    assert heat[0, 0] == 4.0 and heat[0, 2] == 3.0  # column 2 lies in windows (0, 0) and (0, 1)
+    assert heat.min() == 0.0  # negative M is clipped
+    assert heat[:, 8].max() == 0.0 and heat[6].max() == 0.0

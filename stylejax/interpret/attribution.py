@@ -424,16 +424,20 @@ def colormap(values: np.ndarray) -> np.ndarray:
     return _INFERNO[lo] * (1 - frac) + _INFERNO[lo + 1] * frac
 
 
-def overlay(pixels, heat: np.ndarray, strength: float = 0.75) -> np.ndarray:
+def overlay(pixels, heat: np.ndarray, strength: float = 0.75, percentile: float = 99.0) -> np.ndarray:
     """The heat map over a dimmed greyscale copy of the image: u8[H, W, 3].
 
-    ``heat`` f[H, W] >= 0 is scaled by its maximum; each pixel mixes ``strength * h`` of the
-    colour ramp with the image.
+    ``heat`` f[H, W] >= 0 is divided by its ``percentile``-th percentile and clipped to 1 (as PAIR
+    saliency draws gradients: a few extreme pixels would otherwise leave the rest black); each
+    pixel mixes ``strength * h`` of the colour ramp with the image.
     """
     img = np.asarray(pixels, np.float32)
     grey = (img @ np.array([0.299, 0.587, 0.114], np.float32))[..., None] * np.ones(3, np.float32)
-    peak = float(np.max(heat)) if heat.size else 0.0
-    h = np.asarray(heat, np.float32) / peak if peak > 0 and math.isfinite(peak) else np.zeros(heat.shape, np.float32)
+    heat = np.asarray(heat, np.float32)
+    scale = float(np.percentile(heat, percentile)) if heat.size else 0.0
+    if not (scale > 0 and math.isfinite(scale)):
+        scale = float(heat.max()) if heat.size else 0.0
+    h = np.clip(heat / scale, 0, 1) if scale > 0 and math.isfinite(scale) else np.zeros(heat.shape, np.float32)
     alpha = (strength * h)[..., None]
     out = (1 - alpha) * 0.6 * grey + alpha * colormap(h)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
