@@ -7,11 +7,13 @@ import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from stylejax.errors import StylejaxError
 from stylejax.images import atomic_write
+from stylejax.progress import Callback, Progress
 
 
 class Parser(argparse.ArgumentParser):
@@ -108,6 +110,30 @@ def progress_bar(total: int, desc: str, unit: str = "it", quiet: bool = False):
                 dynamic_ncols=True, leave=False)
 
 
+@contextmanager
+def progress_callback(desc: str, quiet: bool = False) -> Iterator[Callback]:
+    """A :data:`stylejax.progress.Callback` drawn as a :func:`progress_bar` labelled ``desc``
+    (made on the first record, from its ``unit`` and ``total``; a None total shows a count and a
+    rate)."""
+    bar = None
+
+    def update(p: Progress) -> None:
+        nonlocal bar
+        if quiet:
+            return
+        if bar is None:
+            bar = progress_bar(p.total, desc, unit=p.unit)
+        if p.total != bar.total:
+            bar.total = p.total
+        bar.update(p.done - bar.n)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def fail(message: str, code: int = 1) -> int:
     """Print one error line on stderr and return the exit code."""
     first = message.strip().splitlines()[0] if message.strip() else "failed"
@@ -138,6 +164,18 @@ def add_weights_args(p: argparse.ArgumentParser, default_arch: str = "vgg16") ->
     p.add_argument("--weights", default=None, metavar="NAME|FILE",
                    help="weight set name (see `stylejax weights list`) or a .pth/.h5/.onnx/.safetensors "
                         "file (default: the built-in ImageNet weights of --arch)")
+
+
+def note(message: str) -> None:
+    """A one-line note on stderr (e.g. a one-time weight conversion)."""
+    print(f"stylejax: {message}", file=sys.stderr, flush=True)
+
+
+def load_weights(args: argparse.Namespace):
+    """The weight set named by ``--weights`` / ``--arch``, with conversion notes on stderr."""
+    from stylejax import weights
+
+    return weights.load(args.weights, args.arch, progress=note)
 
 
 def split_commas(values: Sequence[str]) -> list[str]:
