@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from stylejax import weights
 from stylejax.cli.common import (
     add_weights_args,
+    load_weights,
     nonnegative_float,
     nonnegative_int,
     positive_int,
-    progress_bar,
+    progress_callback,
     write_json,
 )
 from stylejax.errors import StylejaxError
@@ -114,16 +114,14 @@ def run(args: argparse.Namespace) -> None:
     pixels = read_image(args.image, args.size)
     model, layer, unit, name = _model(args)
     if model is None:
-        model = weights.load(args.weights, args.arch)
+        model = load_weights(args)
     s = attribution.Settings(args.method, layer, unit, window=args.window, stride=args.stride, at=args.at,
                              steps=args.steps, samples=args.samples, noise=args.noise, seed=args.seed,
                              chunk=args.chunk)
     h, w = pixels.shape[:2]
-    total = ((h - s.window) // s.stride + 1) * ((w - s.window) // s.stride + 1) if s.method == "occlusion" else 0
     start = time.perf_counter()
-    with progress_bar(max(total, 1), f"{s.method} {layer}:{unit}", unit="image",
-                      quiet=args.quiet or s.method != "occlusion") as bar:
-        result = attribution.attribute(model, pixels, s, progress=bar.update)
+    with progress_callback(f"{s.method} {layer}:{unit}", quiet=args.quiet) as callback:
+        result = attribution.attribute(model, pixels, s, callback=callback)
     seconds = time.perf_counter() - start
 
     wset = getattr(model, "weights", model)

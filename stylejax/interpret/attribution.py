@@ -47,6 +47,7 @@ from stylejax.errors import StylejaxError
 from stylejax.interpret.projection import guided_relu
 from stylejax.models import heads
 from stylejax.preprocessing import deprocess, preprocess
+from stylejax.progress import Callback, Progress
 
 Relu = Callable[[jax.Array], jax.Array]
 METHODS: tuple[str, ...] = ("occlusion", "gradcam", "guided-gradcam", "ig", "smoothgrad", "saliency")
@@ -161,7 +162,7 @@ def occlusion_chunk(params, pixels, unit, offsets, window, *, net: Net) -> jax.A
     """
     h, w = pixels.shape[:2]
     rows, cols = jnp.arange(h)[:, None], jnp.arange(w)[None, :]
-    base = baseline_pixel(net.convention)
+    base = jnp.broadcast_to(baseline_pixel(net.convention), pixels.shape)
 
     def occluded(offset):
         inside = ((rows >= offset[0]) & (rows < offset[0] + window)
@@ -329,14 +330,15 @@ def occlusion_heat(m: np.ndarray, h: int, w: int, window: int, stride: int) -> n
     return (total / np.maximum(count, 1)).astype(np.float32)
 
 
-def attribute(model, pixels, s: Settings, *, progress: Callable[[int], None] | None = None) -> Attribution:
+def attribute(model, pixels, s: Settings, *, callback: Callback | None = None) -> Attribution:
     """Compute one attribution map, validating every input first.
 
     Args:
       model: a :class:`stylejax.weights.Weights` or a :class:`stylejax.classifier.Classifier`.
       pixels: u8/f32[H, W, 3] RGB in [0, 255].
       s: the settings.
-      progress: called with the number of network passes finished (occlusion chunks), if given.
+      callback: receives a :class:`stylejax.progress.Progress` (occluded images done of total)
+        after each chunk of occlusion.
     """
     w = getattr(model, "weights", model)
     params = model.params if hasattr(model, "head") else {"features": w.params}
@@ -383,8 +385,8 @@ def attribute(model, pixels, s: Settings, *, progress: Callable[[int], None] | N
             padded = np.concatenate([batch, np.repeat(batch[-1:], chunk - len(batch), 0)])
             values.append(np.asarray(occlusion_chunk(params, x, u, jnp.asarray(padded), jnp.int32(window),
                                                      net=net))[:len(batch)])
-            if progress:
-                progress(len(batch))
+            if callback:
+                callback(Progress(start + len(batch), len(offsets), "image"))
         grid = ((h - window) // stride + 1, (wd - window) // stride + 1)
         m = (value - np.concatenate(values)).reshape(grid).astype(np.float32)
         heat = occlusion_heat(m, h, wd, window, stride)

@@ -90,7 +90,7 @@ def features(head: Mapping[str, Mapping[str, jax.Array]], pooled: jax.Array, lay
     out: dict[str, jax.Array] = {}
     for name in FC_LAYERS:
         p = head[name]
-        x = x @ p["kernel"].astype(x.dtype) + p["bias"].astype(x.dtype)
+        x = x @ p["kernel"].astype(x.dtype) + p["bias"].astype(x.dtype)[None, :]
         if name != "fc8":
             x = relu(x)
         out[name] = x
