@@ -180,7 +180,8 @@ def test_bad_input_is_one_clear_error(vgg16, settings, needle):
 
 
 def test_bad_pixels(vgg16):
-    for pixels, needle in ((np.zeros((8, 8)), "shape [H, W, 3]"), (np.full((36, 48, 3), np.nan), "finite")):
+    for pixels, needle in ((np.zeros((8, 8)), "got shape (8, 8)"), (np.zeros((2, 36, 48, 3)), "one image"),
+                           (np.full((36, 48, 3), np.nan), "finite"), (np.zeros((36, 48, 3), bool), "dtype bool")):
         with pytest.raises(StylejaxError, match=None) as info:
             A.attribute(vgg16, pixels, A.Settings("saliency", LAYER, 0))
         assert needle in str(info.value)

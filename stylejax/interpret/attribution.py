@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stylejax import activations as activations_lib
 from stylejax import models
 from stylejax.classifier import no_head
 from stylejax.errors import StylejaxError
@@ -306,12 +307,13 @@ def _check_at(arch: str, layer: str, at: str | None) -> str:
 
 
 def check_pixels(pixels) -> jax.Array:
-    arr = np.asarray(pixels)
-    if arr.ndim != 3 or arr.shape[-1] != 3:
-        raise StylejaxError(f"expected pixels of shape [H, W, 3], got {tuple(arr.shape)}")
-    if not np.issubdtype(arr.dtype, np.number) or not np.all(np.isfinite(arr)):
+    """One image f32[H, W, 3] of finite RGB values (dtype and shape as :func:`stylejax.activations.check_pixels`)."""
+    x = activations_lib.check_pixels(pixels)
+    if x.ndim != 3:
+        raise StylejaxError(f"attribution takes one image of shape [H, W, 3], got shape {tuple(x.shape)}")
+    if not bool(jnp.all(jnp.isfinite(x))):
         raise StylejaxError("pixels must be finite numbers in [0, 255]")
-    return jnp.asarray(arr, jnp.float32)
+    return x
 
 
 def occlusion_offsets(h: int, w: int, window: int, stride: int) -> np.ndarray:
