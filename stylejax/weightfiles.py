@@ -174,8 +174,9 @@ def read_pth(path: PathLike) -> dict[str, np.ndarray]:
         _fail(path, "cannot read the file", exc)
     if head != b"PK\x03\x04":
         if head[:1] == b"\x80":
-            _fail(path, "is a legacy (non-zip) PyTorch file; re-save it with a modern torch"
-                  " (>= 1.6): torch.save(torch.load(old), new)")
+            _fail(path, "is a legacy (non-zip) PyTorch pickle, which stylejax does not unpickle (a pickle"
+                  " can run code); get the weights as .safetensors or a zip-format .pth, or convert it with"
+                  " torch >= 1.13's tensor-only loader: torch.save(torch.load(old, weights_only=True), new)")
         _fail(path, "is not a PyTorch checkpoint (expected the zip format written by torch.save)")
     try:
         with zipfile.ZipFile(path) as archive:

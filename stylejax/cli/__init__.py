@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from stylejax import __version__, runtime
+from stylejax.cli import signals
 from stylejax.cli.common import Parser, run_guarded
 
 #: Help order of the subcommand modules; every ``stylejax/cli/*_cmd.py`` module is registered.
@@ -43,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "handler", None) is None:
         parser.print_help()
         return 0 if args.command is None else 2
-    return run_guarded(args.handler, args)
+    with signals.as_interrupt() as received:  # SIGTERM, SIGHUP stop a command like Ctrl-C
+        return run_guarded(args.handler, args, received)
 
 
 if __name__ == "__main__":  # pragma: no cover

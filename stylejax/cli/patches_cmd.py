@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from stylejax import models, weights
+from stylejax.cli import preflight
 from stylejax.cli.common import add_weights_args, nonnegative_int, positive_float, positive_int, write_json
 from stylejax.errors import StylejaxError
 from stylejax.interpret import scan as scan_lib
@@ -72,15 +73,23 @@ def _check_output_folder(out: Path) -> bool:
     return True
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int | None:
     folder, out = Path(args.folder), Path(args.output)
     if not folder.exists():
         raise StylejaxError(f"{folder}: no such folder")
     if not folder.is_dir():
         raise StylejaxError(f"{folder}: not a folder")
     create = _check_output_folder(out)
+    preflight.not_inside(out, folder)
+    preflight.writable_folder(out if not create else (out.parent if str(out.parent) else Path(".")))
     backbone = models.get(args.arch)
-    backbone.check_layers([args.layer])
+    args.layer = backbone.canonical([args.layer])[0]
+    if args.size < preflight.min_side(args.arch, [args.layer]):
+        raise StylejaxError(f"--size {args.size} is too small for {args.layer}; use at least "
+                            f"{preflight.min_side(args.arch, [args.layer])}")
+    # per pixel of a batch: the u8 image, its f32 copy and the forward activations (f32)
+    per_pixel = args.batch * (3 + 4 * 2 * preflight.activation_floats(args.arch, [args.layer]))
+    preflight.check_pixels(args.size ** 2, per_pixel, option="--size", size=args.size)
     channels = {layer.name: layer.channels for layer in backbone.layers}[args.layer]
     units = scan_lib.parse_units(args.units, channels, args.layer)
     projection = None if args.projection == "none" else args.projection
@@ -98,18 +107,36 @@ def run(args: argparse.Namespace) -> None:
     w = weights.load(args.weights, args.arch)
     if create:
         out.mkdir(exist_ok=True)
+    with preflight.folder_lock(out):
+        return _scan_and_write(args, folder, out, create, w, units, projection)
+
+
+def _scan_and_write(args, folder: Path, out: Path, create: bool, w, units, projection) -> int | None:
+    state = out / scan_lib.state_file(args.process_id, args.num_processes)
+    had_state = state.exists()
     try:
         result = scan_lib.scan(folder, w, args.layer, units, top=args.top, size=args.size, batch=args.batch,
                                state_dir=out, resume=args.resume, checkpoint_seconds=args.checkpoint_every,
                                workers=args.workers, progress=not args.quiet)
     except StylejaxError:
-        if create and not any(out.iterdir()):
-            out.rmdir()
+        if not had_state:  # a failed fresh scan (e.g. nothing readable) must not block the next run
+            scan_lib.clear_state(out)
+        if create and not [p for p in out.iterdir() if p.name != preflight.LOCK_NAME]:
+            _remove_folder(out)
         raise
+    except KeyboardInterrupt:
+        if state.exists():
+            print(f"stylejax: interrupted; the scan so far is saved in {state}: rerun the same command "
+                  "with --resume to continue", file=sys.stderr, flush=True)
+        else:
+            print("stylejax: interrupted before the first checkpoint; nothing to resume", file=sys.stderr, flush=True)
+            if create and not [p for p in out.iterdir() if p.name != preflight.LOCK_NAME]:
+                _remove_folder(out)
+        return 130
     if args.process_id != 0:
         scan_lib.clear_state(out)
-        print(f"process {args.process_id}: scanned its share; process 0 writes {out / 'patches.json'}", file=sys.stderr)
-        return
+        print(f"process {args.process_id}: scanned its share; process 0 writes {out / 'patches.json'}")
+        return None
     report = result.report()
     write_json(out / "patches.json", report)  # the scan's result is safe before any picture is drawn
     scan_lib.clear_state(out)
@@ -119,5 +146,14 @@ def run(args: argparse.Namespace) -> None:
         grids.write_pictures(report, folder, out, tile=args.tile, weights=w, projection=projection)
     print(f"scanned {result.images} images ({len(result.skipped)} skipped) in {result.seconds:.1f} s "
           f"({result.images / max(result.seconds, 1e-9):.1f} images/s); wrote {out / 'patches.json'}"
-          + ("" if args.no_pictures else f", {out / (args.layer + '.png')}, {out / 'index.html'}"),
-          file=sys.stderr)
+          + ("" if args.no_pictures else f", {out / (args.layer + '.png')}, {out / 'index.html'}"))
+    return None
+
+
+def _remove_folder(out: Path) -> None:
+    """Remove an output folder this run created and left empty (but for its lock file)."""
+    try:
+        (out / preflight.LOCK_NAME).unlink(missing_ok=True)
+        out.rmdir()
+    except OSError:
+        pass

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 from pathlib import Path
 
-from stylejax import transfer, weights
+from stylejax import models, transfer, weights
+from stylejax.cli import preflight
 from stylejax.cli.common import (add_weights_args, float_list, name_list, nonnegative_float,
                                  positive_float, positive_int, progress_bar, write_json)
 from stylejax.errors import StylejaxError
-from stylejax.images import IMAGE_SUFFIXES, check_output, read_image, write_image
+from stylejax.images import IMAGE_SUFFIXES, check_output, read_image, same_file, write_image
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEMO_CONTENTS = {"chelsea": "chelsea.jpg", "astronaut": "astronaut.jpg"}
@@ -75,6 +77,8 @@ def register(sub) -> None:
     g.add_argument("--pooling", choices=("max", "avg"), help="max (default) or avg pooling (Gatys et al.)")
     g.add_argument("--steps-per-call", type=positive_int, default=1, metavar="K",
                    help="optimisation steps per compiled call (unrolled; default 1)")
+    g.add_argument("--lbfgs-memory", type=positive_int, default=None, metavar="M",
+                   help="L-BFGS history length (neural-style's -lbfgs_num_correction; default 100)")
     w = p.add_argument_group("objective")
     w.add_argument("--content-weight", type=nonnegative_float, metavar="A", help="alpha (default 1)")
     w.add_argument("--style-weight", type=nonnegative_float, metavar="B", help="beta (default 10)")
@@ -109,6 +113,9 @@ def register(sub) -> None:
     o.add_argument("--save-every", type=positive_int, default=None, metavar="N",
                    help="also save OUT_<iter>.png every N iterations")
     o.add_argument("--report", metavar="FILE.json", help="JSON report (default: OUT with .json suffix)")
+    o.add_argument("--print-every", type=positive_int, default=None, metavar="N",
+                   help="print the iteration and its losses every N iterations on stderr "
+                        "(neural-style's -print_iter)")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     add_weights_args(p)
     p.set_defaults(handler=run)
@@ -143,24 +150,33 @@ def _settings(args: argparse.Namespace) -> tuple[transfer.Settings, dict]:
         match_histogram=args.match_histogram, normalize_gradients=args.normalize_gradients, swag=args.swag,
         precision=args.precision,
         scales=tuple(args.scales) if args.scales else None, pooling=pick["pooling"], seed=args.seed,
-        steps_per_call=args.steps_per_call)
+        steps_per_call=args.steps_per_call,
+        **({"lbfgs_memory": args.lbfgs_memory} if getattr(args, "lbfgs_memory", None) else {}))
     return settings, pick
 
 
 def run(args: argparse.Namespace) -> int:
     # ---- validate everything before any work
     inputs = [args.content, *args.styles] + ([args.init] if args.init not in (None, "content", "random") else [])
+    for path in inputs:
+        preflight.readable(path, "image")
     out = check_output(args.output, inputs, suffixes=IMAGE_SUFFIXES)
     report_path = Path(args.report) if args.report else out.with_suffix(".json")
-    check_output(report_path, inputs + [out], suffixes=[".json"])
+    if same_file(report_path, out):
+        raise StylejaxError(f"--report {report_path} is the output image; give the report its own .json name")
+    check_output(report_path, inputs + [out], suffixes=[".json"], what="report")
+    backbone = models.get(args.arch)
+    if args.content_layer:
+        args.content_layer = backbone.canonical([args.content_layer])[0]
+    if args.style_layers:
+        args.style_layers = backbone.canonical(args.style_layers)
     settings, pick = _settings(args)
     settings = transfer.validate(settings, args.arch, len(args.styles))
     if args.save_every:
-        total = settings.iters * len(settings.sizes)
-        for done in range(args.save_every, total, args.save_every):
-            check_output(snapshot_path(out, done), inputs, suffixes=IMAGE_SUFFIXES)
+        check_snapshots(out, inputs, args.save_every, settings.iters * len(settings.sizes))
     if args.seed < 0:
         raise StylejaxError(f"seed must be >= 0, got {args.seed}")
+    check_geometry(settings, args.arch, args.content, args.styles)
     content = read_image(args.content)
     styles = [read_image(path) for path in args.styles]
     init_image = read_image(settings.init) if settings.init not in ("content", "random") else None
@@ -169,6 +185,48 @@ def run(args: argparse.Namespace) -> int:
     if args.preset == "classic":
         settings, classic = _classic(settings, w, content)
     return _run(args, w, content, styles, settings, init_image, out, report_path, inputs, classic)
+
+
+def check_snapshots(out: Path, inputs, every: int, total: int) -> None:
+    """``--save-every`` snapshots OUT_<k>.png (k = every, 2 every, ... < total) never overwrite an
+    input: each input is matched against the name pattern (no loop over the snapshots)."""
+    pattern = re.compile(re.escape(out.stem) + r"_(\d+)" + re.escape(out.suffix) + r"$")
+    for inp in inputs:
+        match = pattern.match(Path(inp).name)
+        if match and same_file(Path(inp).parent, out.parent):
+            done = int(match.group(1))
+            if str(done) == match.group(1) and done % every == 0 and 0 < done < total:
+                raise StylejaxError(f"output {snapshot_path(out, done)} (a --save-every snapshot) is also an "
+                                    "input; refusing to write over it")
+
+
+def check_geometry(settings: transfer.Settings, arch: str, content: str, styles) -> None:
+    """Before any work: every layer non-empty on the output and style images, and the run within
+    the memory budget (``preflight``). Reads only the images' headers."""
+    layers = [settings.content_layer, *settings.style_layers]
+    head = preflight.image_size(content)
+    if head is None:
+        return  # read_image says what is wrong with it
+    for size in settings.sizes:
+        width, height = preflight.fit_longest(*head, size)
+        preflight.check_side(arch, layers, height, width, what=f"the output at --size {size} ({head[0]}x{head[1]} "
+                             f"content)", advice="use a larger --size, or crop the content")
+    for style in styles:
+        s_head = preflight.image_size(style)
+        if s_head is not None:
+            side = max(1, int(-(-settings.sizes[-1] * settings.style_scale // 1)))
+            width, height = preflight.fit_longest(*s_head, side)
+            preflight.check_side(arch, settings.style_layers, height, width,
+                                 what=f"style {style} at {side} px", advice="use a larger --style-scale or --size")
+    size = max(settings.sizes)
+    width, height = preflight.fit_longest(*head, size)
+    ratio = min(width, height) / max(width, height)
+    floats = preflight.activation_floats(arch, layers)
+    # forward activations kept for the backward pass, their gradients and the conv temporaries (4x),
+    # the L-BFGS history (2m) and a few image-sized buffers, all f32; the style images' forward pass
+    per_pixel = 4 * (4 * floats + 3 * (2 * settings.lbfgs_memory + 8)) + 4 * floats * settings.style_scale ** 2 / ratio
+    preflight.check_pixels(width * height, per_pixel, option="--size", size=size,
+                           side_of=lambda px: (px / ratio) ** 0.5)
 
 
 def _classic(settings: transfer.Settings, w, content):
@@ -198,9 +256,12 @@ def _run(args, w, content, styles, settings, init_image, out: Path, report_path:
     bar = progress_bar(settings.iters * len(settings.sizes), "transfer", quiet=args.quiet)
     state = {"done": 0}
     save_every = getattr(args, "save_every", None)
+    print_every = getattr(args, "print_every", None)
 
     def callback(done, total, loss, get_images):
         bar.update(done - state["done"])
+        if print_every and (done // print_every > state["done"] // print_every or done == total):
+            bar.write(f"iteration {done}/{total}: loss {loss:.6g}", file=sys.stderr)
         state["done"] = done
         bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
         if save_every and done % save_every == 0 and done < total:
@@ -247,6 +308,7 @@ def run_demo(args: argparse.Namespace) -> int:
     check_output(report_path, [content_path, style_path, out], suffixes=[".json"])
     settings = transfer.validate(transfer.Settings(size=args.size, iters=args.iters, style_weight=args.style_weight),
                                  args.arch, 1)
+    check_geometry(settings, args.arch, str(content_path), [str(style_path)])
     content, style = read_image(content_path), read_image(style_path)
     w = weights.load(args.weights, args.arch)
     args.save_every = None

@@ -164,6 +164,8 @@ def write_pictures(report: Mapping, root: str | os.PathLike, out: str | os.PathL
                    tiles: Mapping[str, tuple[list, list]] | None = None) -> list[Path]:
     """Write ``OUT/<layer>.png``, ``OUT/units/<layer>/<unit>.png`` and ``OUT/index.html``; return the paths.
 
+    Unit strips in ``OUT/units/<layer>/`` that this report does not hold (an earlier run's) are removed.
+
     ``tiles`` (from :func:`unit_tiles`) skips recomputing the patches and projections.
     """
     out = Path(out)
@@ -185,6 +187,9 @@ def write_pictures(report: Mapping, root: str | os.PathLike, out: str | os.PathL
         path = unit_dir / f"{unit}.png"
         _save_png(Image.fromarray(strip), path)
         written.append(path)
+    for stale in unit_dir.glob("*.png"):  # strips of units an earlier run into OUT kept
+        if stale not in written:
+            stale.unlink(missing_ok=True)
     index = out / "index.html"
     text = index_html(report, has_projection=any(p for _, p in tiles.values()), projection=projection)
     atomic_write(index, lambda f: f.write(text.encode()))
