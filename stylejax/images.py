@@ -193,7 +193,9 @@ def check_writable(folder: str | os.PathLike, what: str = "output folder") -> Pa
     try:
         fd, tmp = tempfile.mkstemp(prefix=".stylejax-write-test.", dir=folder)
         try:
-            os.write(fd, b"\0" * 4096)
+            left = 4096
+            while left:  # a short write means the next one fails: a full disk, a quota, a size limit
+                left -= os.write(fd, b"\0" * left)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -221,11 +223,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):  # e.g. the disk filled up during the run
+            raise StylejaxError(f"{path}: cannot write ({exc.strerror or exc}); nothing was written") from None
         raise
     return path
 

@@ -33,7 +33,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    preflight.readable(args.image, "image")
+    preflight.readable(args.image, "an image file")
     out = check_output(args.output, [args.image], suffixes=[".npz"])
     backbone = models.get(args.arch)
     layers = backbone.canonical(args.layers)

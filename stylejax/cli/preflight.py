@@ -33,7 +33,7 @@ MEMORY_ENV = "STYLEJAX_MEMORY"
 BUDGET_SHARE = 0.8
 
 
-def readable(path: str | os.PathLike, what: str = "file") -> Path:
+def readable(path: str | os.PathLike, what: str = "a file") -> Path:
     """``path`` is an existing, readable regular file (links followed); else one-line error."""
     path = Path(path)
     try:
@@ -48,7 +48,7 @@ def readable(path: str | os.PathLike, what: str = "file") -> Path:
         raise StylejaxError(f"{path}: cannot read ({exc.strerror or exc})") from None
     kind = file_kind(st.st_mode)
     if kind is not None:
-        raise StylejaxError(f"{path}: is {kind}, not a {what}")
+        raise StylejaxError(f"{path}: is {kind}, not {what}")
     if not os.access(path, os.R_OK):
         raise StylejaxError(f"{path}: permission denied (not readable)")
     return path

@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     # ---- validate everything before any work
     inputs = [args.content, *args.styles] + ([args.init] if args.init not in (None, "content", "random") else [])
     for path in inputs:
-        preflight.readable(path, "image")
+        preflight.readable(path, "an image file")
     out = check_output(args.output, inputs, suffixes=IMAGE_SUFFIXES)
     report_path = Path(args.report) if args.report else out.with_suffix(".json")
     if same_file(report_path, out):
