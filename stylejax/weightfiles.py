@@ -281,8 +281,17 @@ def read_h5(path: PathLike) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- ONNX
 
 
-def read_onnx(path: PathLike) -> list[tuple[np.ndarray, np.ndarray | None]]:
+class OnnxConvs(list):
+    """``(weight, bias)`` pairs of an ONNX graph's Conv nodes; ``op_types``: every op in the graph."""
+
+    op_types: set[str] = set()
+
+
+def read_onnx(path: PathLike) -> OnnxConvs:
     """``(weight, bias)`` of every ``Conv`` node in graph order; weight OIHW as stored.
+
+    ``.op_types`` of the result names every op of the graph (a converter can refuse a layout
+    it cannot map, e.g. BatchNormalization left unfused).
 
     Weights may be initializers, ``Constant`` node outputs, or ``Identity`` of either.
     """
@@ -323,7 +332,8 @@ def read_onnx(path: PathLike) -> list[tuple[np.ndarray, np.ndarray | None]]:
             _fail(path, f"Conv node {conv!r} takes {name!r}, which is not a constant tensor")
         return np.array(constants[name])  # a writable copy, never a view of the protobuf
 
-    convs: list[tuple[np.ndarray, np.ndarray | None]] = []
+    convs = OnnxConvs()
+    convs.op_types = {node.op_type for node in graph.node}
     for index, node in enumerate(graph.node):
         if node.op_type != "Conv":
             continue
