@@ -138,9 +138,18 @@ def run_guarded(handler, args: argparse.Namespace, received=None) -> int:
         return 0
     except MemoryError:
         return fail("out of memory; try a smaller --size or --batch")
-    except OSError as exc:  # what the pre-flight could not foresee: a disk filling during the run
-        where = f"{exc.filename}: " if exc.filename else ""
-        return fail(f"{where}{exc.strerror or exc}")
+    except OSError as exc:
+        return _os_error(exc)
+    except Exception as exc:  # XLA's allocator failing where the memory estimate was too low
+        if type(exc).__name__ in ("XlaRuntimeError", "JaxRuntimeError") and "RESOURCE_EXHAUSTED" in str(exc):
+            return fail("out of memory on the device; try a smaller --size or --batch")
+        raise
+
+
+def _os_error(exc: OSError) -> int:
+    """What the pre-flight could not foresee (a disk filling during the run): one line."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return fail(f"{where}{exc.strerror or exc}")
 
 
 def resolve_arch(args: argparse.Namespace) -> None:

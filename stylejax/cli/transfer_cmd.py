@@ -204,9 +204,12 @@ def check_geometry(settings: transfer.Settings, arch: str, content: str, styles)
     """Before any work: every layer non-empty on the output and style images, and the run within
     the memory budget (``preflight``). Reads only the images' headers."""
     layers = [settings.content_layer, *settings.style_layers]
+    for path in (content, *styles):
+        if preflight.image_size(path) is None:
+            read_image(path)  # an unreadable header: the reader's one-line error, before the sizes
     head = preflight.image_size(content)
     if head is None:
-        return  # read_image says what is wrong with it
+        return
     for size in settings.sizes:
         width, height = preflight.fit_longest(*head, size)
         preflight.check_side(arch, layers, height, width, what=f"the output at --size {size} ({head[0]}x{head[1]} "
