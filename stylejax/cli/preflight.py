@@ -59,13 +59,6 @@ def writable_folder(folder: str | os.PathLike, what: str = "output folder") -> P
     return check_writable(folder, what)
 
 
-def writable_output(path: str | os.PathLike) -> Path:
-    """The folder of an output file accepts files (see :func:`writable_folder`)."""
-    path = Path(path)
-    writable_folder(path.parent if str(path.parent) else Path("."))
-    return path
-
-
 def check_cache() -> str | None:
     """None if the weight cache folder can be created and written, else why not (one line)."""
     from stylejax import weights

@@ -43,7 +43,7 @@ def run_list(args: argparse.Namespace) -> None:
 
 def run_import(args: argparse.Namespace) -> None:
     models.get(args.arch)
-    preflight.readable(args.file, "weight file")
+    preflight.readable(args.file, "a weight file")
     problem = preflight.check_cache()
     if problem:
         raise StylejaxError(f"{problem}; set STYLEJAX_CACHE to a writable folder")
