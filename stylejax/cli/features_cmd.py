@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import io
 
+import jax
 import numpy as np
 
-from stylejax import models, weights
+from stylejax import models
+from stylejax.activations import features
 from stylejax.cli import preflight
-from stylejax.cli.common import add_weights_args, name_list, positive_int
-from stylejax.extract import extract_features
+from stylejax.cli.common import add_weights_args, load_weights, name_list, positive_int
 from stylejax.images import atomic_write, check_output, read_image
 
 
@@ -49,8 +50,9 @@ def run(args: argparse.Namespace) -> None:
         preflight.check_pixels(width * height, per_pixel, option="--size", size=max(width, height),
                                side_of=lambda px: (px / ratio) ** 0.5)
     pixels = read_image(args.image, args.size)
-    w = weights.load(args.weights, args.arch)
-    acts = extract_features(w, pixels[None], layers, pooling=args.pooling)
+    w = load_weights(args)
+    acts = jax.jit(features, static_argnames=("layers", "pooling"))(w, pixels[None], tuple(layers),
+                                                                     pooling=args.pooling)
     arrays = {asked: np.asarray(acts[name]) for asked, name in zip(args.layers, layers)}
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)

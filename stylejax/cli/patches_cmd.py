@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from stylejax import models, weights
+from stylejax import models
 from stylejax.cli import preflight
-from stylejax.cli.common import add_weights_args, nonnegative_int, positive_float, positive_int, write_json
+from stylejax.cli.common import add_weights_args, load_weights, nonnegative_int, positive_float, positive_int, write_json
 from stylejax.errors import StylejaxError
 from stylejax.interpret import scan as scan_lib
 
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int | None:
         from stylejax import distributed
 
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-    w = weights.load(args.weights, args.arch)
+    w = load_weights(args)
     if create:
         out.mkdir(exist_ok=True)
     with preflight.folder_lock(out):
