@@ -512,9 +512,20 @@ def test_features_accepts_relu_names_and_writes_compressed_npz(capsys, tmp_path,
 
 def test_lbfgs_memory_and_print_every_flags_map_to_settings():
     from stylejax.cli import build_parser
-    from stylejax.cli.transfer_cmd import _settings
+    from stylejax.cli.transfer_cmd import options_of
 
     args = build_parser().parse_args(["transfer", "c.png", "s.png", "-o", "o.png", "--lbfgs-memory", "7",
                                       "--print-every", "50"])
-    settings, _ = _settings(args)
-    assert settings.lbfgs_memory == 7 and args.print_every == 50
+    assert options_of(args, args.preset).lbfgs_memory == 7 and args.print_every == 50
+
+
+def test_relu_names_reach_the_transfer_options(pics):
+    from stylejax.cli import build_parser
+    from stylejax.cli.transfer_cmd import canonical_layers, options_of
+
+    content, style = pics
+    args = build_parser().parse_args(["transfer", str(content), str(style), "-o", "o.png", "--arch", "vgg16",
+                                      "--content-layer", "relu4_2", "--style-layers", "relu1_1,conv2_1"])
+    canonical_layers(args)
+    options = options_of(args, args.preset)
+    assert options.content_layers == ("conv4_2",) and options.style_layers == ("conv1_1", "conv2_1")
