@@ -529,3 +529,19 @@ def test_relu_names_reach_the_transfer_options(pics):
     canonical_layers(args)
     options = options_of(args, args.preset)
     assert options.content_layers == ("conv4_2",) and options.style_layers == ("conv1_1", "conv2_1")
+
+
+def test_atlas_gets_the_same_preflight(capsys, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    image(folder / "a.png")
+    rc, _, err = cli(capsys, "atlas", folder, "--layers", "conv1_1", "-o", folder / "site")
+    assert rc == 1
+    one_error(err, "inside the scanned folder")
+    rc, _, err = cli(capsys, "atlas", folder, "--layers", "relu1_1", "--size", 100000, "-o", tmp_path / "site")
+    assert rc == 1
+    one_error(err, "largest --size that fits")
+    rc, _, err = cli(capsys, "atlas", folder, "--layers", "pool5", "--size", 8, "-o", tmp_path / "site")
+    assert rc == 1
+    one_error(err, "use at least 32")
+    assert not (tmp_path / "site").exists() and not (folder / "site").exists()
