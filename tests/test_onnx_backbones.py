@@ -13,7 +13,7 @@ nn = torch.nn
 
 from stylejax import weights  # noqa: E402
 from stylejax.errors import StylejaxError  # noqa: E402
-from stylejax.extract import extract_features  # noqa: E402
+from stylejax.activations import features as extract_features  # noqa: E402
 
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 
