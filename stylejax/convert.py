@@ -88,10 +88,15 @@ def convert_file(path: str | os.PathLike, arch: str) -> Params:
     """Read a ``.pth``, ``.h5`` or ``.onnx`` file and convert it to checked ``arch`` params."""
     models.get(arch)
     fmt, data = weightfiles.read_any(path)
+    return convert_data(data, fmt, arch, str(path))
+
+
+def convert_data(data: object, fmt: str, arch: str, origin: str) -> Params:
+    """Convert what ``weightfiles.read_any`` returned for a ``fmt`` file to checked ``arch`` params."""
     fn = _CONVERTERS.get((family_of(arch), fmt))
     if fn is None:
-        raise StylejaxError(f"{path}: cannot convert a {fmt} file to {arch}")
-    return check_params(fn(data, arch), arch, str(path))
+        raise StylejaxError(f"{origin}: cannot convert a {fmt} file to {arch}")
+    return check_params(fn(data, arch), arch, origin)
 
 
 # ----------------------------------------------------------------------------- VGG

@@ -16,7 +16,8 @@ from stylejax.cli import signals
 from stylejax.cli.common import Parser, run_guarded
 
 #: Help order of the subcommand modules; every ``stylejax/cli/*_cmd.py`` module is registered.
-ORDER = ("transfer_cmd", "features_cmd", "rf_cmd", "patches_cmd", "visualize_cmd", "atlas_cmd", "weights_cmd")
+ORDER = ("transfer_cmd", "features_cmd", "rf_cmd", "patches_cmd", "visualize_cmd", "atlas_cmd",
+         "attribute_cmd", "classify_cmd", "weights_cmd")
 
 
 def command_modules() -> list[str]:
@@ -47,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "handler", None) is None:
         parser.print_help()
         return 0 if args.command is None else 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to re-run the command as a child
     with signals.as_interrupt() as received:  # SIGTERM, SIGHUP stop a command like Ctrl-C
         return run_guarded(args.handler, args, received)
 
