@@ -155,6 +155,8 @@ def run(args: argparse.Namespace) -> int | None:
     w = load_weights(args)
     if create:
         out.mkdir(exist_ok=True)
+    if multi or args.coordinator is not None:  # the job's processes share OUT, each its own state
+        return _scan_and_write(args, folder, out, create, w, units, projection, multi, state)
     with preflight.folder_lock(out):  # one run at a time writes into OUT
         return _scan_and_write(args, folder, out, create, w, units, projection, multi, state)
 
