@@ -11,7 +11,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -162,7 +161,4 @@ def test_visualize_property(world, capsys, layer, units, size, objective, output
     def valid():
         assert Image.open(out).size[0] >= 1
 
-    # the synthesis code is not yet clean under the suite's strict dtype/rank promotion; the
-    # command runs under JAX's standard rules, as it does outside the tests
-    with jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"):
-        _check(world, argv, [folder / "o.png", folder / "o.txt", folder / "o.json"], valid, capsys)
+    _check(world, argv, [folder / "o.png", folder / "o.txt", folder / "o.json"], valid, capsys)
