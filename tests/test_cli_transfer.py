@@ -66,13 +66,17 @@ def test_odd_but_valid_images(files, tmp_path, vgg16, capsys):
     code, stdout, err = _run([
         "transfer", str(files / "rgba.png"), str(files / "gray.png"), "-o", str(out), "--size", "8",
         "--iters", "2", "--original-colors", "--init", "random", "--optimizer", "adam",
+        "--content-layer", "conv2_2", "--style-layers", "conv1_1,conv3_1",
         "--report", str(tmp_path / "r.json"), "--quiet"], capsys)
     assert code == 0, err
     assert max(Image.open(out).size) == 8
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["settings"]["init"] == "random"
-    # at 8 px conv4_x and conv5_x have no positions: their terms are constants, not NaN
     assert all(np.isfinite(v) for v in report["loss"].values()), report["loss"]
+    # at 8 px the default conv4_2 / conv5_1 would have no positions: refused, not a constant term
+    code, _, err = _run(["transfer", str(files / "rgba.png"), str(files / "gray.png"), "-o", str(out),
+                         "--size", "8", "--quiet"], capsys)
+    assert code == 1 and "conv4_2 needs at least 16 px" in err
 
 
 def test_classic_preset_maps_weights(files, tmp_path, vgg16, capsys):

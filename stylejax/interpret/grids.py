@@ -176,6 +176,7 @@ def write_pictures(result: ScanResult | Mapping, root: str | os.PathLike | None,
     ``result`` is the scan's :class:`ScanResult` (a ``patches.json`` document is converted);
     ``root`` the scanned folder (None: the one recorded in the result). ``tiles`` (from
     :func:`unit_tiles`) skips recomputing the patches and projections.
+    Unit strips in ``OUT/units/<layer>/`` that this result does not hold (an earlier run's) are removed.
     """
     result = _typed(result)
     out = Path(out)
@@ -197,6 +198,9 @@ def write_pictures(result: ScanResult | Mapping, root: str | os.PathLike | None,
         path = unit_dir / f"{unit}.png"
         _save_png(Image.fromarray(strip), path)
         written.append(path)
+    for stale in unit_dir.glob("*.png"):  # strips of units an earlier run into OUT kept
+        if stale not in written:
+            stale.unlink(missing_ok=True)
     index = out / "index.html"
     text = index_html(result, has_projection=any(p for _, p in tiles.values()), projection=projection)
     atomic_write(index, lambda f: f.write(text.encode()))
