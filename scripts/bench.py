@@ -196,7 +196,7 @@ def bench_conv(reps: int) -> dict:
             "peak_gflops": max(r["gflops"] for r in res.values())}
 
 
-def bench_transfer(w, sizes, optimizers, reps: int) -> list[dict]:
+def bench_transfer(w, sizes, optimizers, reps: int, warm_steps: int = 0) -> list[dict]:
     import bench_workloads as bw
 
     rows = []
@@ -207,9 +207,12 @@ def bench_transfer(w, sizes, optimizers, reps: int) -> list[dict]:
             runners = {"jax": bw.library_transfer(w, size, opt),
                        "torch_nchw": bw.torch_transfer(w, size, opt, channels_last=False),
                        "torch_cl": bw.torch_transfer(w, size, opt, channels_last=True)}
+            for runner in runners.values():  # further into the run: L-BFGS then holds more pairs
+                for _ in range(warm_steps):
+                    runner.run()
             res = alternate(runners, reps, 2 if size <= 256 else 1)
             rows.append({"workload": f"transfer {opt} {size}px", "size": size, "optimizer": opt,
-                         "lbfgs_memory": bw.LBFGS_MEMORY if opt == "lbfgs" else None,
+                         "lbfgs_memory": bw.LBFGS_MEMORY if opt == "lbfgs" else None, "warm_steps": warm_steps,
                          "conv_flops": flops, "gram_flops": gram, "results": res})
             print(f"  done: transfer {opt} {size}px", file=sys.stderr, flush=True)
     return rows
@@ -321,6 +324,7 @@ def report(result: dict) -> str:
         f = row["conv_flops"]
         extra = f", Gram fwd+bwd {row['gram_flops'] / 1e9:.2f}" if "gram_flops" in row else ""
         extra += f"; L-BFGS history {row['lbfgs_memory']}" if row.get("lbfgs_memory") else ""
+        extra += f"; timed after {row['warm_steps']} warm-up steps" if row.get("warm_steps") else ""
         lines.append(f"\n[{row['workload']}] conv GFLOP: forward {f['forward'] / 1e9:.2f} + input-grad "
                      f"{f['input_grad'] / 1e9:.2f} = {f['total'] / 1e9:.2f}{extra}")
         lines.append("  conv peak in the same rounds: " + ", ".join(
@@ -368,6 +372,9 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="256 px only, 3 rounds, scan batch 4, memory of one workload (~1.5 min)")
     p.add_argument("--reps", type=int, default=None, help="timed rounds per workload (default 5, quick 3)")
     p.add_argument("--sizes", default=None, help="comma-separated transfer sizes (default 256,512)")
+    p.add_argument("--warm-steps", type=int, default=0,
+                   help="optimisation steps each transfer implementation takes before its timed rounds "
+                        "(L-BFGS then holds up to that many of its 100 pairs; default 0)")
     p.add_argument("--scan-size", type=int, default=224, help="scan image side in px (default 224)")
     p.add_argument("--scan-batch", type=int, default=None, help="scan batch (default 16, quick 4)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
@@ -402,7 +409,7 @@ def main(argv=None) -> int:
     _log(start, "conv peak ...")
     result["conv"] = bench_conv(reps)
     _log(start, "transfer ...")
-    result["transfer"] = bench_transfer(w, sizes, ("adam", "lbfgs"), reps)
+    result["transfer"] = bench_transfer(w, sizes, ("adam", "lbfgs"), reps, args.warm_steps)
     _log(start, "scan ...")
     result["scan"] = bench_scan(w, SCAN_LAYERS, batch, args.scan_size, reps)
     finish_rows(result["transfer"] + result["scan"], result["conv"]["flops"])
