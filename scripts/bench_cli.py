@@ -57,6 +57,7 @@ def default_image(name: str, fallback: str) -> Path:
 
 def run_cli(content: Path, style: Path, size: int, iters: int, optimizer: str, out: Path) -> dict:
     """One ``stylejax transfer`` process; its report's timing and loss, and the written image."""
+    content, style, out = content.resolve(), style.resolve(), out.resolve()  # the command runs in out's folder
     report = out.with_suffix(".json")
     cmd = [sys.executable, "-m", "stylejax", "transfer", str(content), str(style), "-o", str(out),
            "--report", str(report), "--size", str(size), "--iters", str(iters), "--optimizer", optimizer, "--quiet"]
