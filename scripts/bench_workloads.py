@@ -251,16 +251,16 @@ def library_scan(w: stylejax.Weights, layer: str, batch: int, size: int, k: int 
 
     channels = stylejax.feature_shapes(w, (size, size), layer)[layer][-1]
     mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
-    step = S.make_step(w.arch, w.preprocessing, (layer,), (tuple(range(channels)),), mesh)
+    step = S.make_step((layer,), (tuple(range(channels)),), mesh)
     pixels = scan_batch(batch, size)
     index, valid = jnp.arange(batch, dtype=jnp.int32), jnp.ones((batch,), bool)
     states = (S.init_topk(channels, k),)
     t0 = time.perf_counter()
-    compiled = step.lower(w.params, states, jnp.asarray(pixels), index, valid).compile()
+    compiled = step.lower(w, states, jnp.asarray(pixels), index, valid).compile()
     compile_s = time.perf_counter() - t0
     # Checked value: each unit's best activation over the batch (top-1 of the merged top-k).
     return Runner(lambda: jax.block_until_ready(
-        compiled(w.params, states, jnp.asarray(pixels), index, valid)[0].values[:, 0]), compile_s, compiled)
+        compiled(w, states, jnp.asarray(pixels), index, valid)[0].values[:, 0]), compile_s, compiled)
 
 
 def jax_scan_fn(layer: str):
