@@ -58,7 +58,7 @@ def _sym_sqrt(cov, inverse: bool = False, eps: float = 1e-5):
     vals, vecs = jnp.linalg.eigh(cov)
     vals = jnp.maximum(vals, eps)
     power = -0.5 if inverse else 0.5
-    return (vecs * vals**power) @ vecs.T
+    return (vecs * (vals**power)[None, :]) @ vecs.T
 
 
 def match_color(style, content, eps: float = 1e-5):
@@ -70,7 +70,7 @@ def match_color(style, content, eps: float = 1e-5):
     """
     s = jnp.asarray(style, jnp.float32).reshape(-1, 3)
     c = jnp.asarray(content, jnp.float32).reshape(-1, 3)
-    mu_s, mu_c = s.mean(0), c.mean(0)
+    mu_s, mu_c = s.mean(0, keepdims=True), c.mean(0, keepdims=True)
     cov_s = jnp.cov(s, rowvar=False) + eps * jnp.eye(3)
     cov_c = jnp.cov(c, rowvar=False) + eps * jnp.eye(3)
     a = _sym_sqrt(cov_c, eps=eps) @ _sym_sqrt(cov_s, inverse=True, eps=eps)

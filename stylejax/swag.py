@@ -19,10 +19,11 @@ from stylejax.errors import StylejaxError
 
 
 def swag(activation: jax.Array, tau: float = 1.0, *, rescale: bool = False) -> jax.Array:
-    """Softmax of each image's whole activation map: f32[N, h, w, C] -> f32[N, h, w, C].
+    """Softmax of each image's whole activation map: f32[..., h, w, C] -> the same shape.
 
     Args:
-      activation: f32[N, h, w, C] (one layer's output, NHWC; the batch axis is kept separate).
+      activation: f32[N, h, w, C] or f32[h, w, C] (one layer's output, NHWC; leading axes are
+        separate images).
       tau: temperature > 0 (a Python float or a traced scalar).
       rescale: multiply by ``h * w * C`` so that the values average 1 instead of summing to 1.
 
@@ -32,13 +33,12 @@ def swag(activation: jax.Array, tau: float = 1.0, *, rescale: bool = False) -> j
     """
     if isinstance(tau, (int, float)) and not tau > 0:
         raise StylejaxError(f"SWAG temperature must be positive, got {tau!r}")
-    if activation.ndim != 4:
-        raise StylejaxError(f"swag expects an activation of shape (N, h, w, C), got {activation.shape}")
-    n = activation.shape[0]
-    flat = activation.reshape(n, -1) / tau
+    if activation.ndim < 3:
+        raise StylejaxError(f"swag expects an activation of shape (..., h, w, C), got {activation.shape}")
+    flat = activation.reshape(*activation.shape[:-3], -1) / tau
     out = jax.nn.softmax(flat, axis=-1)
     if rescale:
-        out = out * flat.shape[1]
+        out = out * flat.shape[-1]
     return out.reshape(activation.shape)
 
 
