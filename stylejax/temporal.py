@@ -9,8 +9,9 @@ relates two frames by ``a(x) ~ b(x + w(x))``. For frame ``t`` the *backward* flo
 * :func:`consistency_mask`: ``c`` f32[H, W] in {0, 1}, 0 where the forward-backward check fails
   (disocclusions, pixels that came from outside the previous frame) or on motion boundaries.
 * :func:`warp`: bilinear warp in JAX (differentiable, jit-able; edges clamped).
-* :func:`temporal_loss`: ``Jt = 1/D sum_k c_k (x_k - w_k)^2``, ``D = H W C`` (Ruder et al.'s
-  short-term loss; the CLI weighs it by ``--temporal-weight``).
+* :func:`temporal_loss`: ``Jt = sum_k c_k (x_k - w_k)^2`` over pixels and channels (Ruder et
+  al.'s short-term loss as a sum, not their mean over ``D = H W C``, so that it scales with the
+  image like the content loss ``Jc``; the CLI weighs it by ``--temporal-weight``).
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ def warp(image: jax.Array, flow: jax.Array) -> jax.Array:
 
 
 def temporal_loss(x: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
-    """``Jt = 1/D sum_k c_k (x_k - target_k)^2`` with ``D = H W C`` (Ruder et al. 2016, eq. 7).
+    """``Jt = sum_k c_k (x_k - target_k)^2`` over pixels and channels (Ruder et al. 2016, eq. 7,
+    times their ``D = H W C``).
 
     ``x``, ``target``: f32[H, W, C] pixels (the frame being optimised and the warped previous
     output); ``mask`` f32[H, W] (the consistency ``c``, broadcast over channels). A scalar.
@@ -125,7 +127,7 @@ def temporal_loss(x: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array
     if x.shape != target.shape or x.ndim != 3 or mask.shape != x.shape[:2]:
         raise ValueError(f"temporal_loss needs x, target f32[H, W, C] and mask f32[H, W], "
                          f"got {x.shape}, {target.shape}, {mask.shape}")
-    return jnp.mean(mask[..., None] * (x - target) ** 2)
+    return jnp.sum(mask[..., None] * (x - target) ** 2)
 
 
 def flicker(outputs: np.ndarray, shift: tuple[int, int]) -> float:

@@ -24,7 +24,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from stylejax import color, losses, models
+from stylejax import color, losses, models, temporal
 from stylejax.errors import StylejaxError
 from stylejax.images import resize_longest, resize_to, to_uint8
 from stylejax.preprocessing import deprocess, preprocess
@@ -218,9 +218,12 @@ def _to_pixels(x: jax.Array) -> jax.Array:
 def objective_terms(obj: Objective, params, x: jax.Array, targets: dict) -> tuple[jax.Array, dict]:
     """``(J, terms)`` for one image ``x`` f32[H, W, 1|3] (pixels) against ``targets``.
 
-    ``targets = {"content": f32[h, w, C], "style": {layer: f32[C, C] normalised Gram}}``.
-    ``terms`` holds the unweighted ``content``, ``style`` (``sum_l lambda_l Js[l]``), ``tv`` and
-    each ``style/<layer>``.
+    ``targets = {"content": f32[h, w, C], "style": {layer: f32[C, C] normalised Gram}}``, and
+    optionally ``"temporal": {"image": f32[H, W, 3], "mask": f32[H, W], "weight": f32[]}``, which
+    adds ``weight * Jt`` (:func:`stylejax.temporal.temporal_loss` of the pixels against the
+    image); its weight is traced, so it changes nothing compiled.
+    ``terms`` holds the unweighted ``content``, ``style`` (``sum_l lambda_l Js[l]``), ``tv``,
+    ``temporal`` (when given) and each ``style/<layer>``.
     """
     pixels = _to_pixels(x)
     acts = {k: v[0] for k, v in obj.features(params, pixels[None], obj.layers).items()}
@@ -235,6 +238,11 @@ def objective_terms(obj: Objective, params, x: jax.Array, targets: dict) -> tupl
     jtv = losses.tv_loss(pixels) if obj.tv_weight else jnp.zeros((), jnp.float32)
     total = losses.total_loss(jc, js, jtv, obj.content_weight, obj.style_weight, obj.tv_weight)
     terms = {"total": total, "content": jc, "style": js, "tv": jtv}
+    if "temporal" in targets:
+        t = targets["temporal"]
+        jt = temporal.temporal_loss(pixels, t["image"], t["mask"])
+        total = total + t["weight"] * jt
+        terms.update(total=total, temporal=jt)
     terms.update({f"style/{l}": v for l, v in per_layer.items()})
     return total, terms
 
@@ -342,7 +350,7 @@ def _style_at(style: np.ndarray, size: int) -> np.ndarray:
 
 def transfer_batch(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray], settings: Settings, *,
                    key: jax.Array | None = None, init_image: np.ndarray | None = None,
-                   callback: Callback | None = None) -> Result:
+                   callback: Callback | None = None, temporal_target: dict | None = None) -> Result:
     """Style a batch of same-size contents u8[B, H, W, 3] with ``styles`` (u8[Hs, Ws, 3] each).
 
     Every content gets its own optimiser state (the step is ``vmap``-ed); style Grams are blended
@@ -350,6 +358,8 @@ def transfer_batch(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray
     image ``b`` uses ``fold_in(key, b)``. ``init_image`` u8[H, W, 3] is used for ``init`` paths.
     ``callback(done, total, loss, get_images)`` runs after every compiled call. Ctrl-C between calls
     stops the run and returns the best images so far with ``interrupted=True``.
+    ``temporal_target``: ``{"image": f32[B, H, W, 3], "mask": f32[B, H, W], "weight": float}`` at
+    the output size adds the temporal term of :func:`objective_terms` (resized for coarser scales).
     """
     contents = np.asarray(contents)
     if contents.ndim != 4 or contents.shape[-1] != 3:
@@ -377,6 +387,7 @@ def transfer_batch(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray
         for scale_index, size in enumerate(s.sizes):
             content_px = _resize_batch(contents, size).astype(np.float32)
             targets, x0 = _scale_targets(w, obj, s, content_px, styles, blend, size)
+            targets = _with_temporal(targets, temporal_target, content_px.shape[1:3])
             if x is None:
                 x = _initial(s, content_px, key, init_image, w.preprocessing)
             else:
@@ -423,6 +434,7 @@ def transfer_batch(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray
     seconds = time.perf_counter() - t_start
     content_px = _match_shape(contents, x.shape[1:3])
     targets, _ = _scale_targets(w, obj, s, content_px, styles, blend, max(x.shape[1:3]))
+    targets = _with_temporal(targets, temporal_target, content_px.shape[1:3])
     terms = evaluate(w.params, x, targets, obj=obj)
     loss = [{k: float(v[b]) for k, v in terms.items()} for b in range(batch)]
     images = _finish(x, content_px, s)
@@ -433,6 +445,20 @@ def transfer_batch(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray
                              "style_layer_weights": dict(zip(obj.style_layers, obj.style_layer_weights)),
                              "content_layer": obj.content_layer, "optimized": "pixels (RGB 0-255)"
                              if not s.luminance_only else "luminance Y (0-255)"})
+
+
+def _with_temporal(targets: dict, temporal_target: dict | None, hw: tuple[int, int]) -> dict:
+    """``targets`` plus the temporal target resized (bilinear) to ``hw``, weight traced f32[B]."""
+    if temporal_target is None:
+        return targets
+    image = jnp.asarray(temporal_target["image"], jnp.float32)
+    mask = jnp.asarray(temporal_target["mask"], jnp.float32)
+    batch = image.shape[0]
+    if image.shape[1:3] != tuple(hw):
+        image = jax.image.resize(image, (batch, *hw, 3), "bilinear")
+        mask = jax.image.resize(mask, (batch, *hw), "bilinear")
+    weight = jnp.full((batch,), temporal_target["weight"], jnp.float32)
+    return {**targets, "temporal": {"image": image, "mask": mask, "weight": weight}}
 
 
 def _shard_batch(tree, batch: int):
@@ -507,7 +533,16 @@ def _finish(x: jax.Array, content_px: np.ndarray, s: Settings) -> np.ndarray:
 
 def transfer(w: Weights, content: np.ndarray, styles: Sequence[np.ndarray], settings: Settings, *,
              key: jax.Array | None = None, init_image: np.ndarray | None = None,
-             callback: Callback | None = None) -> Result:
-    """Style one content u8[H, W, 3] (already at any size; resized to ``settings.sizes``)."""
+             callback: Callback | None = None, temporal_target: dict | None = None) -> Result:
+    """Style one content u8[H, W, 3] (already at any size; resized to ``settings.sizes``).
+
+    ``temporal_target``: ``{"image": f32[H, W, 3], "mask": f32[H, W], "weight": float}``, see
+    :func:`transfer_batch`.
+    """
     content = np.asarray(content, np.uint8)
-    return transfer_batch(w, content[None], styles, settings, key=key, init_image=init_image, callback=callback)
+    if temporal_target is not None:
+        temporal_target = {"image": np.asarray(temporal_target["image"], np.float32)[None],
+                           "mask": np.asarray(temporal_target["mask"], np.float32)[None],
+                           "weight": float(temporal_target["weight"])}
+    return transfer_batch(w, content[None], styles, settings, key=key, init_image=init_image, callback=callback,
+                          temporal_target=temporal_target)

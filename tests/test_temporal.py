@@ -87,11 +87,11 @@ def test_temporal_loss_value_and_gradient_against_numpy(rng):
     x = rng.uniform(0, 255, (12, 10, 3))
     t = rng.uniform(0, 255, (12, 10, 3))
     c = (rng.uniform(size=(12, 10)) > 0.3).astype(np.float64)
-    expect = np.sum(c[..., None] * (x - t) ** 2) / x.size
+    expect = np.sum(c[..., None] * (x - t) ** 2)
     f32 = [jnp.asarray(v, jnp.float32) for v in (x, t, c)]
     np.testing.assert_allclose(float(temporal.temporal_loss(*f32)), expect, rtol=1e-5)
     grad = np.asarray(jax.grad(temporal.temporal_loss)(*f32))
-    np.testing.assert_allclose(grad, 2 * c[..., None] * (x - t) / x.size, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(grad, 2 * c[..., None] * (x - t), rtol=1e-4, atol=1e-3)
 
 
 def test_flicker_is_zero_for_a_perfect_pan_and_grows_with_noise(photo, rng):

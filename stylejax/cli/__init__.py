@@ -15,7 +15,7 @@ from stylejax import __version__, runtime
 from stylejax.cli.common import Parser, run_guarded
 
 #: Help order of the subcommand modules; every ``stylejax/cli/*_cmd.py`` module is registered.
-ORDER = ("transfer_cmd", "features_cmd", "rf_cmd", "patches_cmd", "visualize_cmd", "weights_cmd")
+ORDER = ("transfer_cmd", "video_cmd", "features_cmd", "rf_cmd", "patches_cmd", "visualize_cmd", "weights_cmd")
 
 
 def command_modules() -> list[str]:

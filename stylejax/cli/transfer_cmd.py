@@ -33,26 +33,9 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
 
 
-def register(sub) -> None:
-    p = sub.add_parser(
-        "transfer", help="neural style transfer (Gatys et al.): CONTENT in the style of STYLE",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Paint CONTENT in the style of one or more STYLE images by minimising\n"
-                    "  J = alpha Jc + beta sum_l lambda_l Js[l] + gamma TV\n"
-                    "over the pixels of the output (Gatys, Ecker & Bethge 2016). Jc = 1/2 ||a(C) - a(G)||^2 at\n"
-                    "the content layer; Js[l] = ||G(S)/M_S - G(G)/M_G||^2 / C^2 with raw Gram matrices G\n"
-                    "over M = h*w positions (= ||G(S) - G(G)||^2 / (h w C)^2 at equal sizes).\n\n"
-                    "Defaults (256 px, 300 L-BFGS iterations from the content) take a few minutes on a\n"
-                    "laptop CPU. --preset classic reproduces jcjohnson/neural-style's defaults (512 px,\n"
-                    "1000 iterations, random init, content 5 / style 100 / TV 1e-3 in its units).",
-        epilog="examples:\n"
-               "  stylejax transfer tubingen.jpg starry_night.jpg -o out.png\n"
-               "  stylejax transfer photo.jpg a.jpg b.jpg --style-blend 0.7,0.3 --original-colors -o out.png\n"
-               "  stylejax transfer photo.jpg starry.jpg --scales 128,256,512 --iters 200 -o out.png\n"
-               "  stylejax transfer photo.jpg starry.jpg --preset classic -o out.png")
-    p.add_argument("content", metavar="CONTENT", help="content image")
-    p.add_argument("styles", metavar="STYLE", nargs="+", help="style image(s); several are blended")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.png", help="output image (.png or .jpg)")
+def add_transfer_options(p: argparse.ArgumentParser) -> None:
+    """Every option of one transfer run (--preset, size and optimisation, objective, style and
+    colour, --arch/--weights): shared by ``stylejax transfer`` and ``stylejax video``."""
     p.add_argument("--preset", choices=("classic",), default=None,
                    help="classic: jcjohnson/neural-style's defaults (see above); other options override it")
     g = p.add_argument_group("size and optimisation")
@@ -105,12 +88,35 @@ def register(sub) -> None:
                    help="transfer luminance only (Gatys et al. 2016): optimise Y, then add the content's chroma")
     s.add_argument("--match-histogram", action="store_true",
                    help="match the style images' colour mean and covariance to the content first")
+    add_weights_args(p)
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "transfer", help="neural style transfer (Gatys et al.): CONTENT in the style of STYLE",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Paint CONTENT in the style of one or more STYLE images by minimising\n"
+                    "  J = alpha Jc + beta sum_l lambda_l Js[l] + gamma TV\n"
+                    "over the pixels of the output (Gatys, Ecker & Bethge 2016). Jc = 1/2 ||a(C) - a(G)||^2 at\n"
+                    "the content layer; Js[l] = ||G(S)/M_S - G(G)/M_G||^2 / C^2 with raw Gram matrices G\n"
+                    "over M = h*w positions (= ||G(S) - G(G)||^2 / (h w C)^2 at equal sizes).\n\n"
+                    "Defaults (256 px, 300 L-BFGS iterations from the content) take a few minutes on a\n"
+                    "laptop CPU. --preset classic reproduces jcjohnson/neural-style's defaults (512 px,\n"
+                    "1000 iterations, random init, content 5 / style 100 / TV 1e-3 in its units).",
+        epilog="examples:\n"
+               "  stylejax transfer tubingen.jpg starry_night.jpg -o out.png\n"
+               "  stylejax transfer photo.jpg a.jpg b.jpg --style-blend 0.7,0.3 --original-colors -o out.png\n"
+               "  stylejax transfer photo.jpg starry.jpg --scales 128,256,512 --iters 200 -o out.png\n"
+               "  stylejax transfer photo.jpg starry.jpg --preset classic -o out.png")
+    p.add_argument("content", metavar="CONTENT", help="content image")
+    p.add_argument("styles", metavar="STYLE", nargs="+", help="style image(s); several are blended")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png", help="output image (.png or .jpg)")
+    add_transfer_options(p)
     o = p.add_argument_group("output")
     o.add_argument("--save-every", type=positive_int, default=None, metavar="N",
                    help="also save OUT_<iter>.png every N iterations")
     o.add_argument("--report", metavar="FILE.json", help="JSON report (default: OUT with .json suffix)")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_weights_args(p)
     p.set_defaults(handler=run)
 
     d = sub.add_parser(
