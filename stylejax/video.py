@@ -10,8 +10,9 @@ temporal consistency on, frame ``t > 0`` also gets
   ``C_t`` (:mod:`stylejax.temporal`), added to the objective.
 
 The flow is computed between the content frames resized to the output size. Every frame of a
-clip has the same shape, so the compiled step is reused for all of them; frame 0 carries a mask
-of zeros (the term vanishes) so that it runs the same compiled step as the rest.
+clip has the same shape, so the compiled step is reused for all of them: frame 0, and every frame
+styled alone (``temporal_weight=None``), carries the term with a mask of zeros (it vanishes), so
+it runs the same compiled step as the rest.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from stylejax.images import resize_longest
 from stylejax.weights import Weights
 
 #: ``lambda_t`` when none is given: balanced against ``alpha = 1, beta = 10`` (the defaults).
-DEFAULT_TEMPORAL_WEIGHT = 1e4
+DEFAULT_TEMPORAL_WEIGHT = 1e3
 
 
 @dataclass
@@ -89,19 +90,18 @@ def stylize_clip(w: Weights, frames: np.ndarray, styles: Sequence[np.ndarray], s
                             "later frames start from the previous output")
     for t in range(start, len(frames)):
         t0 = time.perf_counter()
-        target, frame_settings, init_image, consistent = None, s, None, None
-        if temporal_weight is not None:
-            if previous is None:  # the first frame: the term is there, masked out entirely
-                image, mask = content[t].astype(np.float32), np.zeros(shape, np.float32)
-            else:
-                backward = temporal.optical_flow(content[t], content[t - 1], flow_method)
-                forward = temporal.optical_flow(content[t - 1], content[t], flow_method)
-                mask = temporal.consistency_mask(backward, forward)
-                image = np.asarray(temporal.warp(previous.astype(np.float32), backward))
-                init_image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
-                frame_settings = replace(s, init="previous")
-                consistent = float(mask.mean())
-            target = {"image": image, "mask": mask, "weight": float(temporal_weight)}
+        frame_settings, init_image, consistent = s, None, None
+        # the first frame, and every frame styled alone, carry the term masked out entirely
+        image, mask = content[t].astype(np.float32), np.zeros(shape, np.float32)
+        if temporal_weight is not None and previous is not None:
+            backward = temporal.optical_flow(content[t], content[t - 1], flow_method)
+            forward = temporal.optical_flow(content[t - 1], content[t], flow_method)
+            mask = temporal.consistency_mask(backward, forward)
+            image = np.asarray(temporal.warp(previous.astype(np.float32), backward))
+            init_image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+            frame_settings = replace(s, init="previous")
+            consistent = float(mask.mean())
+        target = {"image": image, "mask": mask, "weight": float(temporal_weight or 0.0)}
         flow_seconds = time.perf_counter() - t0
 
         def on_step(done, total, loss, _get, t=t):
@@ -113,6 +113,6 @@ def stylize_clip(w: Weights, frames: np.ndarray, styles: Sequence[np.ndarray], s
         if result.interrupted:
             raise KeyboardInterrupt
         loss = dict(result.loss[0])
-        loss["objective"] = loss["total"] - (float(temporal_weight) * loss["temporal"] if "temporal" in loss else 0.0)
+        loss["objective"] = loss["total"] - float(temporal_weight or 0.0) * loss["temporal"]
         previous = result.images[0]
         yield FrameResult(t, previous, loss, time.perf_counter() - t0, flow_seconds, result.iterations, consistent)

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stylejax import temporal, video_io
+from stylejax import temporal, transfer, video_io
 from stylejax.cli import main, video_cmd
 from stylejax.images import read_image
 from tests.conftest import data_path
 
 SHIFT = 4
-#: Small, quick runs: 4 frames of 64x48, 20 L-BFGS iterations each.
-RUN = ["--size", "64", "--iters", "20", "--style-layers", "conv1_1,conv2_1,conv3_1", "--quiet"]
+#: Small, quick runs: 4 frames of 64x48, 20 L-BFGS iterations each, a shallow network.
+RUN = ["--size", "64", "--iters", "20", "--content-layer", "conv2_2", "--style-layers", "conv1_1,conv2_1", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +51,13 @@ def runs(clip, tmp_path_factory, vgg16):
     """The clip styled with temporal consistency and without (each frame alone)."""
     frames, style = clip
     d = tmp_path_factory.mktemp("runs")
-    out = {}
+    out, compiled = {}, [transfer.steps._cache_size()]
     for name, extra in (("temporal", []), ("alone", ["--no-temporal"])):
         code = main(["video", str(frames), str(style), "-o", str(d / name), *RUN, *extra])
         assert code == 0
         out[name] = (_frames(d / name), json.loads((d / f"{name}.json").read_text()))
+        compiled.append(transfer.steps._cache_size())
+    out["compiled"] = np.diff(compiled).tolist()
     return out
 
 
@@ -71,6 +73,10 @@ def test_temporal_consistency_cuts_flicker_and_keeps_the_objective(runs):
     assert [e["frame"] for e in frames_t] == [0, 1, 2, 3] and all(e["seconds"] > 0 for e in frames_t)
     assert frames_t[0]["consistent"] is None and all(0.8 < e["consistent"] < 1 for e in frames_t[1:])
     assert report_t["status"] == "done" and report_t["fps"] == 25 and report_t["s_per_frame"] > 0
+
+
+def test_one_compiled_step_serves_every_frame_with_or_without_the_term(runs):
+    assert runs["compiled"][0] <= 1 and runs["compiled"][1] == 0
 
 
 def test_ctrl_c_then_resume_finishes_the_same_frames_into_a_video(clip, runs, tmp_path, capsys, monkeypatch):
