@@ -13,6 +13,7 @@ from stylejax import temporal, transfer, video_io
 from stylejax.cli import main, video_cmd
 from stylejax.images import read_image
 from tests.conftest import data_path
+from tests.test_cli_transfer import _run
 
 SHIFT = 4
 #: Small, quick runs: 4 frames of 64x48, 20 L-BFGS iterations each, a shallow network.
@@ -31,15 +32,6 @@ def clip(tmp_path_factory):
     style = d / "style.png"
     Image.fromarray(read_image(data_path("images", "starry_night.jpg"), 64)).save(style)
     return frames, style
-
-
-def _run(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _frames(folder):

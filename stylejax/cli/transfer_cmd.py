@@ -136,7 +136,7 @@ def register(sub) -> None:
     d.set_defaults(handler=run_demo)
 
 
-def _settings(args: argparse.Namespace) -> tuple[transfer.Settings, dict]:
+def settings_from_args(args: argparse.Namespace) -> tuple[transfer.Settings, dict]:
     base = CLASSIC if args.preset == "classic" else DEFAULTS
     pick = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in base.items()}
     settings = transfer.Settings(
@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     out = check_output(args.output, inputs, suffixes=IMAGE_SUFFIXES)
     report_path = Path(args.report) if args.report else out.with_suffix(".json")
     check_output(report_path, inputs + [out], suffixes=[".json"])
-    settings, pick = _settings(args)
+    settings, pick = settings_from_args(args)
     settings = transfer.validate(settings, args.arch, len(args.styles))
     if args.save_every:
         total = settings.iters * len(settings.sizes)
@@ -173,11 +173,11 @@ def run(args: argparse.Namespace) -> int:
     w = weights.load(args.weights, args.arch)
     classic = None
     if args.preset == "classic":
-        settings, classic = _classic(settings, w, content)
+        settings, classic = classic_settings(settings, w, content)
     return _run(args, w, content, styles, settings, init_image, out, report_path, inputs, classic)
 
 
-def _classic(settings: transfer.Settings, w, content):
+def classic_settings(settings: transfer.Settings, w, content):
     """Map jcjohnson's weights (its units) onto alpha, beta, lambda_l at the output size."""
     from stylejax.images import resize_longest
 
@@ -223,7 +223,7 @@ def _run(args, w, content, styles, settings, init_image, out: Path, report_path:
         "objective": result.objective, "iterations": result.iterations, "seconds": result.seconds,
         "s_per_iter": result.s_per_iter, "per_scale": result.per_scale, "interrupted": result.interrupted,
         "loss": result.loss[0], "history": result.history, "shape": list(result.images.shape[1:3]),
-        "weights": w.report(), **_environment(),
+        "weights": w.report(), **environment(),
     }
     write_json(report_path, report)
     if result.interrupted:
@@ -236,7 +236,7 @@ def _run(args, w, content, styles, settings, init_image, out: Path, report_path:
     return 0
 
 
-def _environment() -> dict[str, str]:
+def environment() -> dict[str, str]:
     """Where the run happened: device, jax version and the XLA flags in force."""
     import jax
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from stylejax import temporal, transfer, video, video_io, weights
 from stylejax.cli.common import nonnegative_float, positive_float, progress_bar, write_json
-from stylejax.cli.transfer_cmd import _classic, _environment, _settings, add_transfer_options
+from stylejax.cli.transfer_cmd import add_transfer_options, classic_settings, environment, settings_from_args
 from stylejax.errors import StylejaxError
 from stylejax.images import check_output, read_image, write_image
 
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         video_io.check_clip_output(folder, inputs)
     report_path = Path(args.report) if args.report else out.with_suffix(".json")
     check_output(report_path, inputs + [out], suffixes=[".json"])
-    settings, _ = _settings(args)
+    settings, _ = settings_from_args(args)
     if settings.init not in ("content", "random"):
         raise StylejaxError("--init for a video is content or random; later frames start from the previous output")
     settings = transfer.validate(settings, args.arch, len(args.styles))
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     w = weights.load(args.weights, args.arch)
     classic = None
     if args.preset == "classic":
-        settings, classic = _classic(settings, w, clip.frames[0])
+        settings, classic = classic_settings(settings, w, clip.frames[0])
     lam = None if args.no_temporal else args.temporal_weight
     entries = _earlier_entries(report_path, done) if done else []
     report = {
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         "frames_folder": str(folder), "frames": len(clip.frames), "fps": float(clip.fps),
         "shape": list(shape), "settings": settings.to_dict(), "preset": classic,
         "temporal": None if lam is None else {"weight": lam, "flow": args.flow, "loss": "sum c (G - warp(G_prev))^2"},
-        "resumed_at": done or None, "weights": w.report(), **_environment(), "per_frame": entries,
+        "resumed_at": done or None, "weights": w.report(), **environment(), "per_frame": entries,
     }
     bar = progress_bar(len(clip.frames), "video", unit="frame", quiet=args.quiet)
     bar.update(done)
