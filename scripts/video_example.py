@@ -22,7 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stylejax import temporal, transfer, video, video_io, weights
+from stylejax import load_weights, temporal, video, video_io
+from stylejax.style import config
 from stylejax.images import read_image, write_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,8 +58,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     clip = pan_zoom(read_image(ASSETS / "chelsea.jpg"), a.frames, a.width, a.height)
     style = read_image(ASSETS / "immunohistochemistry.jpg", 256)
-    w = weights.load("vgg16", progress=None)
-    settings = transfer.Settings(size=max(a.width, a.height), iters=a.iters, style_weight=10.0)
+    w = load_weights("vgg16")
+    settings = config.resolve(size=max(a.width, a.height), iters=a.iters)
     rows, stats = [clip], {}
     for name, lam in (("alone", None), ("temporal", video.DEFAULT_TEMPORAL_WEIGHT)):
         frames = list(video.stylize_clip(w, clip, [style], settings, temporal_weight=lam))

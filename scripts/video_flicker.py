@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stylejax import temporal, transfer, video, weights
+from stylejax import load_weights, temporal, video
+from stylejax.style import config
 from stylejax.images import read_image
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images"
@@ -56,8 +57,8 @@ def main() -> None:
     photo = read_image(a.content, int(np.ceil(max(full.shape[:2]) * factor)) + 1)
     clip = pan(photo, a.frames, a.width, a.height, a.shift)
     style = read_image(a.style, 2 * max(a.width, a.height))
-    w = weights.load("vgg16", progress=None)
-    settings = transfer.Settings(size=max(a.width, a.height), iters=a.iters, style_weight=a.style_weight)
+    w = load_weights("vgg16")
+    settings = config.resolve(size=max(a.width, a.height), iters=a.iters, style_weight=a.style_weight)
     runs = {}
     for name, lam in (("temporal", a.temporal_weight), ("alone", None)):
         t0 = time.perf_counter()

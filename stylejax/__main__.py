@@ -1,5 +1,3 @@
-import sys
+from stylejax.cli import entry_point
 
-from stylejax.cli import main
-
-sys.exit(main())
+entry_point()

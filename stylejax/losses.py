@@ -23,9 +23,23 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from stylejax.errors import StylejaxError
+
+
+def _check_same_shape(name: str, a: jax.Array, b: jax.Array) -> None:
+    """No broadcasting in losses: a silent broadcast gives a plausible wrong number."""
+    if jnp.shape(a) != jnp.shape(b):
+        raise StylejaxError(f"{name}: shapes differ, {tuple(jnp.shape(a))} vs {tuple(jnp.shape(b))}")
+
+
+def _check_rank(name: str, a: jax.Array, low: int, expected: str) -> None:
+    if jnp.ndim(a) < low:
+        raise StylejaxError(f"{name}: expected {expected}, got shape {tuple(jnp.shape(a))}")
+
 
 def gram(a: jax.Array) -> jax.Array:
     """Raw Gram matrix ``sum_ij a_ijk a_ijk'``: f32[..., h, w, C] -> f32[..., C, C]."""
+    _check_rank("gram", a, 3, "f32[..., h, w, C]")
     flat = a.reshape(*a.shape[:-3], -1, a.shape[-1])
     return _gram_flat(flat)
 
@@ -56,8 +70,23 @@ def normalized_gram(a: jax.Array) -> jax.Array:
     return gram(a) / max(a.shape[-3] * a.shape[-2], 1)
 
 
+def layer_stats(a: jax.Array) -> dict[str, jax.Array]:
+    """Position averages of one layer's activation a: f32[..., h, w, C].
+
+    ``mean`` f32[..., C] is ``E[a]`` and ``second`` f32[..., C, C] is ``E[a a^T] = G / (h w)``,
+    the normalised Gram. Style targets are kept in this form: the Gram loss uses ``second``,
+    and statistics of several images blend linearly in it.
+    """
+    _check_rank("layer_stats", a, 3, "f32[..., h, w, C]")
+    return {"mean": jnp.mean(a, axis=(-3, -2)), "second": normalized_gram(a)}
+
+
 def content_loss(a: jax.Array, target: jax.Array) -> jax.Array:
-    """``Jc = 1/2 sum (a - target)^2`` over every element (per image if batched: sums all)."""
+    """``Jc = 1/2 sum (a - target)^2`` over every element (per image if batched: sums all).
+
+    ``a`` and ``target`` must have the same shape (no broadcasting); else StylejaxError.
+    """
+    _check_same_shape("content_loss", a, target)
     return 0.5 * jnp.sum(jnp.square(a - target))
 
 
@@ -66,13 +95,24 @@ def style_layer_loss(a: jax.Array, target_gram: jax.Array) -> jax.Array:
 
     ``target_gram`` is the style image's :func:`normalized_gram` (its Gram over its own ``h w``).
     """
+    _check_rank("style_layer_loss", a, 3, "f32[h, w, C]")
+    expected = tuple(a.shape[:-3]) + (a.shape[-1],) * 2
+    if tuple(jnp.shape(target_gram)) != expected:
+        raise StylejaxError(f"style_layer_loss: target Gram has shape {tuple(jnp.shape(target_gram))}, "
+                            f"expected {expected} for activations {tuple(a.shape)}")
     channels = a.shape[-1]
     return jnp.sum(jnp.square(normalized_gram(a) - target_gram)) / channels**2
 
 
 def style_loss(acts: Mapping[str, jax.Array], target_grams: Mapping[str, jax.Array],
                layer_weights: Mapping[str, float]) -> jax.Array:
-    """``Js = sum_l lambda_l Js[l]`` over the layers of ``layer_weights``."""
+    """``Js = sum_l lambda_l Js[l]`` over the layers of ``layer_weights``.
+
+    ``acts`` maps layer names to f32[h, w, C]; ``target_grams`` to normalised Grams f32[C, C].
+    """
+    missing = sorted(set(layer_weights) - set(acts) | set(layer_weights) - set(target_grams))
+    if missing:
+        raise StylejaxError(f"style_loss: no activation or target for layer {missing[0]!r}")
     return sum(w * style_layer_loss(acts[name], target_grams[name]) for name, w in layer_weights.items())
 
 

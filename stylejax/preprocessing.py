@@ -26,13 +26,19 @@ def check_convention(name: str) -> str:
     return name
 
 
+def _per_channel(values: np.ndarray, like) -> np.ndarray:
+    """A per-channel constant f32[3] shaped [1, ..., 1, 3] to match ``like``'s rank (explicit
+    broadcasting, so the code also runs under ``jax_numpy_rank_promotion="raise"``)."""
+    return values.reshape((1,) * (jnp.ndim(like) - 1) + (3,))
+
+
 def preprocess(pixels, convention: str):
     """RGB pixels in [0, 255] -> network input under ``convention`` (same shape)."""
     check_convention(convention)
     pixels = jnp.asarray(pixels, jnp.float32)
     if convention == "caffe":
-        return pixels[..., ::-1] - CAFFE_BGR_MEAN
-    return (pixels / 255.0 - TORCHVISION_MEAN) / TORCHVISION_STD
+        return pixels[..., ::-1] - _per_channel(CAFFE_BGR_MEAN, pixels)
+    return (pixels / 255.0 - _per_channel(TORCHVISION_MEAN, pixels)) / _per_channel(TORCHVISION_STD, pixels)
 
 
 def deprocess(x, convention: str):
@@ -40,5 +46,5 @@ def deprocess(x, convention: str):
     check_convention(convention)
     x = jnp.asarray(x, jnp.float32)
     if convention == "caffe":
-        return (x + CAFFE_BGR_MEAN)[..., ::-1]
-    return (x * TORCHVISION_STD + TORCHVISION_MEAN) * 255.0
+        return (x + _per_channel(CAFFE_BGR_MEAN, x))[..., ::-1]
+    return (x * _per_channel(TORCHVISION_STD, x) + _per_channel(TORCHVISION_MEAN, x)) * 255.0

@@ -110,8 +110,8 @@ def warp(image: jax.Array, flow: jax.Array) -> jax.Array:
     y0 = jnp.clip(jnp.floor(y), 0, h - 2).astype(jnp.int32) if h > 1 else jnp.zeros_like(y, jnp.int32)
     x1 = jnp.minimum(x0 + 1, w - 1)
     y1 = jnp.minimum(y0 + 1, h - 1)
-    fx = (x - x0)[..., None]
-    fy = (y - y0)[..., None]
+    fx = (x - x0.astype(image.dtype))[..., None]
+    fy = (y - y0.astype(image.dtype))[..., None]
     top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
     bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
     return top * (1 - fy) + bottom * fy

@@ -17,15 +17,19 @@ it runs the same compiled step as the rest.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from stylejax import temporal, transfer
+from stylejax import temporal
 from stylejax.errors import StylejaxError
 from stylejax.images import resize_longest
+from stylejax.progress import Progress
+from stylejax.style import config
+from stylejax.style.transfer import transfer
 from stylejax.weights import Weights
 
 #: ``lambda_t`` when none is given: balanced against ``alpha = 1, beta = 10`` (the defaults).
@@ -58,13 +62,14 @@ def content_frames(frames: np.ndarray, size: int) -> np.ndarray:
     return np.stack([np.asarray(resize_longest(f, size)) for f in frames])
 
 
-def stylize_clip(w: Weights, frames: np.ndarray, styles: Sequence[np.ndarray], settings: transfer.Settings, *,
+def stylize_clip(w: Weights, frames: np.ndarray, styles: Sequence[np.ndarray], options: config.Options, *,
                  temporal_weight: float | None = DEFAULT_TEMPORAL_WEIGHT, flow_method: str = "dis",
                  start: int = 0, previous: np.ndarray | None = None,
                  callback: FrameCallback | None = None) -> Iterator[FrameResult]:
     """Yield each stylised frame of ``frames`` u8[T, H, W, 3] from ``start`` on, in order.
 
     ``temporal_weight``: ``lambda_t`` (None: each frame alone, as ``stylejax transfer`` would).
+    ``options``: the transfer's :class:`stylejax.style.config.Options`, applied to every frame.
     ``previous``: the output of frame ``start - 1`` u8[h, w, 3] when resuming, so the temporal
     term carries on across the resume. ``callback(frame, done, total, loss)`` runs after every
     compiled call. Ctrl-C during a frame raises KeyboardInterrupt with that frame unfinished.
@@ -74,11 +79,12 @@ def stylize_clip(w: Weights, frames: np.ndarray, styles: Sequence[np.ndarray], s
         raise StylejaxError(f"frames must be u8[T, H, W, 3] with T >= 1, got {frames.dtype}{list(frames.shape)}")
     if not 0 <= start <= len(frames):
         raise StylejaxError(f"start frame {start} is outside the clip's {len(frames)} frames")
-    if temporal_weight is not None:
-        transfer._check_number("temporal_weight", temporal_weight)
+    if temporal_weight is not None and (isinstance(temporal_weight, bool) or not isinstance(temporal_weight, (
+            int, float, np.floating, np.integer)) or not math.isfinite(temporal_weight) or temporal_weight < 0):
+        raise StylejaxError(f"temporal_weight must be a finite number >= 0, got {temporal_weight!r}")
     if flow_method not in temporal.FLOW_METHODS:
         raise StylejaxError(f"unknown flow method {flow_method!r}; use one of {', '.join(temporal.FLOW_METHODS)}")
-    s = transfer.validate(settings, w.arch, len(styles))
+    s = config.validate(options, w.arch, len(styles))
     content = content_frames(frames, s.sizes[-1])
     shape = content.shape[1:3]
     if previous is not None and (previous.shape[:2] != shape):
@@ -104,15 +110,15 @@ def stylize_clip(w: Weights, frames: np.ndarray, styles: Sequence[np.ndarray], s
         target = {"image": image, "mask": mask, "weight": float(temporal_weight or 0.0)}
         flow_seconds = time.perf_counter() - t0
 
-        def on_step(done, total, loss, _get, t=t):
+        def on_step(p: Progress, t=t) -> None:
             if callback is not None:
-                callback(t, done, total, loss)
+                callback(t, p.done, p.total, p.loss)
 
-        result = transfer.transfer(w, frames[t], styles, frame_settings, init_image=init_image, callback=on_step,
-                                   temporal_target=target)
+        result = transfer(frames[t], styles, weights=w, options=frame_settings, init_image=init_image,
+                          callback=on_step, temporal_target=target)
         if result.interrupted:
             raise KeyboardInterrupt
-        loss = dict(result.loss[0])
+        loss = dict(result.loss)
         loss["objective"] = loss["total"] - float(temporal_weight or 0.0) * loss["temporal"]
-        previous = result.images[0]
+        previous = result.image
         yield FrameResult(t, previous, loss, time.perf_counter() - t0, flow_seconds, result.iterations, consistent)

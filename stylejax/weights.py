@@ -20,7 +20,6 @@ import importlib.metadata
 import json
 import os
 import re
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,15 +77,21 @@ BUILTINS: dict[str, Builtin] = {
 DEFAULT_PREPROCESSING = {"pth": "torchvision", "h5": "caffe"}
 
 
+@jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class Weights:
-    """A loaded weight set: ``params`` is the pytree the arch's ``features`` takes."""
+    """A loaded weight set: ``params`` is the pytree the arch's ``features`` takes.
 
-    name: str
-    arch: str
-    preprocessing: str
-    params: dict
-    source: str
+    A pytree whose only leaves are ``params``; ``name``, ``arch``, ``preprocessing`` and
+    ``source`` are static metadata. So a ``Weights`` can be passed to a jitted function as an
+    argument (its arrays are traced, its arch is static) or closed over.
+    """
+
+    name: str = field(metadata=dict(static=True))
+    arch: str = field(metadata=dict(static=True))
+    preprocessing: str = field(metadata=dict(static=True))
+    params: dict = field()
+    source: str = field(metadata=dict(static=True))
 
     def report(self) -> dict:
         """JSON-ready description for run reports."""
@@ -98,10 +103,6 @@ def cache_dir() -> Path:
     """Folder of converted weight sets: ``$STYLEJAX_CACHE`` or ``~/.cache/stylejax``."""
     root = os.environ.get("STYLEJAX_CACHE") or Path.home() / ".cache" / "stylejax"
     return Path(root) / "weights"
-
-
-def _default_progress(message: str) -> None:
-    print(f"stylejax: {message}", file=sys.stderr, flush=True)
 
 
 def content_hash(params: Params) -> str:
@@ -161,7 +162,7 @@ def check_fingerprints(spec: Builtin, params: Params) -> None:
             raise StylejaxError(f"weights {spec.name!r}: {layer} bias[0] is {got!r}, expected {value!r}")
 
 
-def ensure_builtin(name: str, progress: Progress | None = _default_progress) -> Path:
+def ensure_builtin(name: str, progress: Progress | None = None) -> Path:
     """Convert a built-in set into the cache on first use; returns its cached file."""
     spec = BUILTINS[name]
     path = cache_dir() / f"{name}.safetensors"
@@ -182,7 +183,7 @@ def ensure_builtin(name: str, progress: Progress | None = _default_progress) -> 
 # ----------------------------------------------------------------------------- public API
 
 def load(spec: str | os.PathLike | None = None, arch: str | None = None, *,
-         preprocessing: str | None = None, progress: Progress | None = _default_progress) -> Weights:
+         preprocessing: str | None = None, progress: Progress | None = None) -> Weights:
     """Load a weight set by name (built-in or imported) or from a file path.
 
     Args:
@@ -281,7 +282,7 @@ def list_sets() -> list[dict]:
     return rows
 
 
-def verify(name: str, progress: Progress | None = _default_progress) -> dict:
+def verify(name: str, progress: Progress | None = None) -> dict:
     """Re-read a set and check shapes, finiteness, its content hash and (built-ins) fingerprints."""
     if name in BUILTINS:
         path = ensure_builtin(name, progress)

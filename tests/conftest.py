@@ -42,3 +42,9 @@ def rng():
 
 def pytest_configure(config):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import jax
+
+    # As equinox's tests do: no implicit dtype promotion between array types, no implicit rank
+    # broadcasting; the library must say what it means.
+    jax.config.update("jax_numpy_dtype_promotion", "strict")
+    jax.config.update("jax_numpy_rank_promotion", "raise")

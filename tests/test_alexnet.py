@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import data_path
 from stylejax import cli, models, weights
 from stylejax.errors import StylejaxError
-from stylejax.extract import extract_features
+from stylejax.activations import features as extract_features
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

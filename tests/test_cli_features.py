@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import data_path
 from stylejax.cli import main
-from stylejax.extract import extract_features
+from stylejax.activations import features as extract_features
 from stylejax.images import read_image
 
 

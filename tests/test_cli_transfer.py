@@ -84,7 +84,8 @@ def test_classic_preset_maps_weights(files, tmp_path, vgg16, capsys):
     assert report["objective"]["alpha"] == pytest.approx(2 * 5 / (3 * 4 * 512))
     assert report["objective"]["beta"] == 100.0
     assert report["objective"]["style_layer_weights"]["conv1_1"] == pytest.approx(1 / 64**2)
-    assert report["objective"]["gamma"] == 1e-3
+    assert report["objective"]["gamma"] == pytest.approx(1e-3)
+    assert report["settings"]["weight_units"] == "neural-style"
     assert report["settings"]["optimizer"] == "lbfgs" and report["settings"]["init"] == "random"
 
 

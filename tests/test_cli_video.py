@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stylejax import temporal, transfer, video_io
+from stylejax import temporal, video_io
+from stylejax.style import loop
 from stylejax.cli import main, video_cmd
 from stylejax.images import read_image
 from tests.conftest import data_path
@@ -43,12 +44,12 @@ def runs(clip, tmp_path_factory, vgg16):
     """The clip styled with temporal consistency and without (each frame alone)."""
     frames, style = clip
     d = tmp_path_factory.mktemp("runs")
-    out, compiled = {}, [transfer.steps._cache_size()]
+    out, compiled = {}, [loop.steps._cache_size()]
     for name, extra in (("temporal", []), ("alone", ["--no-temporal"])):
         code = main(["video", str(frames), str(style), "-o", str(d / name), *RUN, *extra])
         assert code == 0
         out[name] = (_frames(d / name), json.loads((d / f"{name}.json").read_text()))
-        compiled.append(transfer.steps._cache_size())
+        compiled.append(loop.steps._cache_size())
     out["compiled"] = np.diff(compiled).tolist()
     return out
 

@@ -13,8 +13,8 @@ from conftest import data_path
 from stylejax import models
 from stylejax.errors import StylejaxError
 from stylejax.images import read_image
+from stylejax.activations import features
 from stylejax.interpret.projection import (
-    layer_features,
     project,
     project_batch,
     projection_of,
@@ -41,7 +41,7 @@ def image48():
 
 
 def _act(w, pixels, layer):
-    return np.asarray(layer_features(w.params, preprocess(pixels, w.preprocessing)[None], w.arch, layer)[0])
+    return np.asarray(features(w, pixels, layer)[layer])
 
 
 @pytest.mark.parametrize("y,x", [(10, 20), (0, 0), (35, 47)])
@@ -82,7 +82,7 @@ def test_guided_equals_gradient_when_all_relus_pass(vgg16, rng):
     layer, unit, y, x = "conv3_1", 5, 3, 4
 
     def unit_value(p):
-        return layer_features(w.params, preprocess(p, "caffe")[None], "vgg16", layer)[0, y, x, unit]
+        return features(w, p, layer)[layer][y, x, unit]
 
     a = unit_value(pixels)
     grad = np.asarray(a * jax.grad(unit_value)(jnp.asarray(pixels)))

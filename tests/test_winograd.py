@@ -86,7 +86,8 @@ def test_vgg_fast_path_equals_direct(vgg16, rng):
             assert _rel(acts[name], a_direct[name]) < 1e-5, (conv, name)
         assert float(v) == pytest.approx(float(v_direct), rel=1e-5)
         assert _rel(g, g_direct) < 1e-4
-    assert models.get("vgg16").fast_features.keywords == {"conv": "auto"}
+    with pytest.raises(StylejaxError, match="VGG family"):
+        models.get("alexnet").features({}, x, ("conv1",), conv="winograd")
 
 
 def test_direct_path_keeps_forward_mode(vgg16, rng):

@@ -15,7 +15,8 @@ from stylejax import __version__, runtime
 from stylejax.cli.common import Parser, run_guarded
 
 #: Help order of the subcommand modules; every ``stylejax/cli/*_cmd.py`` module is registered.
-ORDER = ("transfer_cmd", "video_cmd", "features_cmd", "rf_cmd", "patches_cmd", "visualize_cmd", "weights_cmd")
+ORDER = ("transfer_cmd", "video_cmd", "features_cmd", "rf_cmd", "patches_cmd", "visualize_cmd", "atlas_cmd",
+         "weights_cmd")
 
 
 def command_modules() -> list[str]:
@@ -37,7 +38,8 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    runtime.configure()  # before the first JAX computation (XLA flags, allocator policy)
+    """Run one command; returns its exit code. Called in-process (tests, notebooks) it changes
+    no process-wide setting: those are made by :func:`entry_point` only."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:
@@ -46,5 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_guarded(args.handler, args)
 
 
-if __name__ == "__main__":  # pragma: no cover
+def entry_point() -> None:
+    """The ``stylejax`` console script and ``python -m stylejax``: the process-wide settings of
+    :mod:`stylejax.runtime` first (before JAX starts), then :func:`main`."""
+    runtime.configure()
     sys.exit(main())

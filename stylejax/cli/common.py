@@ -140,6 +140,18 @@ def add_weights_args(p: argparse.ArgumentParser, default_arch: str = "vgg16") ->
                         "file (default: the built-in ImageNet weights of --arch)")
 
 
+def note(message: str) -> None:
+    """A one-line note on stderr (e.g. a one-time weight conversion)."""
+    print(f"stylejax: {message}", file=sys.stderr, flush=True)
+
+
+def load_weights(args: argparse.Namespace):
+    """The weight set named by ``--weights`` / ``--arch``, with conversion notes on stderr."""
+    from stylejax import weights
+
+    return weights.load(args.weights, args.arch, progress=note)
+
+
 def split_commas(values: Sequence[str]) -> list[str]:
     out: list[str] = []
     for value in values:

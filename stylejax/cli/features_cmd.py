@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import io
 
+import jax
 import numpy as np
 
-from stylejax import models, weights
-from stylejax.cli.common import add_weights_args, name_list, positive_int
-from stylejax.extract import extract_features
+from stylejax import models
+from stylejax.activations import features
+from stylejax.cli.common import add_weights_args, load_weights, name_list, positive_int
 from stylejax.images import atomic_write, check_output, read_image
 
 
@@ -35,8 +36,9 @@ def run(args: argparse.Namespace) -> None:
     backbone = models.get(args.arch)
     backbone.check_layers(args.layers)
     pixels = read_image(args.image, args.size)
-    w = weights.load(args.weights, args.arch)
-    acts = extract_features(w, pixels[None], args.layers, pooling=args.pooling)
+    w = load_weights(args)
+    acts = jax.jit(features, static_argnames=("layers", "pooling"))(w, pixels[None], tuple(args.layers),
+                                                                     pooling=args.pooling)
     arrays = {name: np.asarray(value) for name, value in acts.items()}
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from stylejax import models, weights
-from stylejax.cli.common import add_weights_args, nonnegative_int, positive_float, positive_int, write_json
+from stylejax import models
+from stylejax.cli.common import add_weights_args, load_weights, nonnegative_int, positive_float, positive_int, write_json
 from stylejax.errors import StylejaxError
 from stylejax.interpret import scan as scan_lib
 
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> None:
         from stylejax import distributed
 
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-    w = weights.load(args.weights, args.arch)
+    w = load_weights(args)
     if create:
         out.mkdir(exist_ok=True)
     try:

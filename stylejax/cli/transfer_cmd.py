@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 from pathlib import Path
 
-from stylejax import transfer, weights
-from stylejax.cli.common import (add_weights_args, float_list, name_list, nonnegative_float,
-                                 positive_float, positive_int, progress_bar, write_json)
-from stylejax.errors import StylejaxError
+from stylejax.activations import PRECISIONS
+from stylejax.cli.common import (add_weights_args, float_list, load_weights, name_list, nonnegative_float,
+                                 nonnegative_int, positive_float, positive_int, progress_bar, write_json)
 from stylejax.images import IMAGE_SUFFIXES, check_output, read_image, write_image
+from stylejax.progress import Progress
+from stylejax.style import config
+from stylejax.style.transfer import transfer_batch
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEMO_CONTENTS = {"chelsea": "chelsea.jpg", "astronaut": "astronaut.jpg"}
 DEMO_STYLES = {"hubble": "hubble_deep_field.jpg", "ihc": "immunohistochemistry.jpg"}
-
-#: Defaults when no preset is given: a good picture in a few minutes on a laptop CPU.
-DEFAULTS = dict(size=256, iters=300, optimizer="lbfgs", lr=None, init="content", content_weight=1.0,
-                style_weight=10.0, tv_weight=0.0, pooling="max")
-#: ``--preset classic``: jcjohnson/neural-style's defaults; weights in its units, mapped to alpha, beta.
-CLASSIC = dict(size=512, iters=1000, optimizer="lbfgs", lr=1.0, init="random", content_weight=5.0,
-               style_weight=100.0, tv_weight=1e-3, pooling="max")
+D, CLASSIC = config.DEFAULTS, config.PRESETS["classic"]
 
 
 def _int_list(text: str) -> list[int]:
@@ -33,62 +28,83 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
 
 
+def _lr_defaults() -> str:
+    return ", ".join(f"{name} {lr:g}" for name, lr in config.DEFAULT_LR.items())
+
+
 def add_transfer_options(p: argparse.ArgumentParser) -> None:
-    """Every option of one transfer run (--preset, size and optimisation, objective, style and
-    colour, --arch/--weights): shared by ``stylejax transfer`` and ``stylejax video``."""
-    p.add_argument("--preset", choices=("classic",), default=None,
-                   help="classic: jcjohnson/neural-style's defaults (see above); other options override it")
+    """The options of :class:`stylejax.style.config.Options` as flags (their dest is the field
+    name; defaults are None so that a preset or the Options default applies)."""
     g = p.add_argument_group("size and optimisation")
     g.add_argument("--size", type=positive_int, metavar="N",
-                   help="longest side of the output in pixels (default 256; classic 512); an image "
-                        "already that size is not resized")
+                   help=f"longest side of the output in pixels (default {D.size}; classic {CLASSIC['size']}); "
+                        "an image already that size is not resized")
     g.add_argument("--iters", type=positive_int, metavar="N",
-                   help="optimisation iterations (per scale with --scales; default 300; classic 1000)")
-    g.add_argument("--optimizer", choices=transfer.OPTIMIZERS,
-                   help="lbfgs (default; optax L-BFGS without line search, step --lr, like "
-                        "torch.optim.LBFGS) or adam")
+                   help=f"optimisation iterations (per scale with --scales; default {D.iters}; classic {CLASSIC['iters']})")
+    g.add_argument("--optimizer", choices=config.OPTIMIZERS,
+                   help=f"lbfgs (default; L-BFGS without line search, step --lr, like torch.optim.LBFGS), "
+                        f"adam, or gd (plain gradient descent G <- G - lr grad J)")
     g.add_argument("--lr", type=positive_float, metavar="X",
-                   help="learning rate / step size in pixel units (default: lbfgs 1, adam 10)")
+                   help=f"learning rate / step size in pixel units (default: {_lr_defaults()})")
+    g.add_argument("--lbfgs-memory", type=positive_int, metavar="M",
+                   help=f"L-BFGS history size (neural-style's -lbfgs_num_correction; default {D.lbfgs_memory})")
     g.add_argument("--init", metavar="content|random|PATH",
                    help="start from the content (default), seeded noise (classic) or an image file")
-    g.add_argument("--seed", type=int, default=0, metavar="S", help="PRNG seed for --init random (default 0)")
-    g.add_argument("--scales", type=_int_list, default=None, metavar="N1,N2,...",
+    g.add_argument("--seed", type=nonnegative_int, metavar="S", help=f"PRNG seed for --init random (default {D.seed})")
+    g.add_argument("--scales", type=_int_list, metavar="N1,N2,...",
                    help="coarse-to-fine sizes, e.g. 128,256: optimise at each, upsample, continue; "
                         "the style is re-extracted per scale; the last one is the output size")
-    g.add_argument("--pooling", choices=("max", "avg"), help="max (default) or avg pooling (Gatys et al.)")
-    g.add_argument("--steps-per-call", type=positive_int, default=1, metavar="K",
-                   help="optimisation steps per compiled call (unrolled; default 1)")
+    g.add_argument("--pooling", choices=config.POOLINGS,
+                   help=f"max (default) or avg pooling (Gatys et al.)")
+    g.add_argument("--steps-per-call", type=positive_int, metavar="K",
+                   help=f"optimisation steps per compiled call (unrolled; default {D.steps_per_call})")
     w = p.add_argument_group("objective")
-    w.add_argument("--content-weight", type=nonnegative_float, metavar="A", help="alpha (default 1)")
-    w.add_argument("--style-weight", type=nonnegative_float, metavar="B", help="beta (default 10)")
+    w.add_argument("--content-weight", type=nonnegative_float, metavar="A",
+                   help=f"alpha (default {D.content_weight:g}; classic {CLASSIC['content_weight']:g} in neural-style units)")
+    w.add_argument("--style-weight", type=nonnegative_float, metavar="B",
+                   help=f"beta (default {D.style_weight:g}; classic {CLASSIC['style_weight']:g} in neural-style units)")
     w.add_argument("--tv-weight", type=nonnegative_float, metavar="G",
-                   help="gamma, total-variation weight on 0-255 pixels (default 0; classic 1e-3)")
-    w.add_argument("--content-layer", metavar="L", help="content layer (default conv4_2)")
+                   help=f"gamma, total-variation weight on 0-255 pixels (default {D.tv_weight:g}; "
+                        f"classic {CLASSIC['tv_weight']:g})")
+    w.add_argument("--content-layers", "--content-layer", type=name_list, metavar="L1,...",
+                   help="content layer(s); several add up (default conv4_2)")
     w.add_argument("--style-layers", type=name_list, metavar="L1,L2,...",
                    help="style layers (default conv1_1,conv2_1,conv3_1,conv4_1,conv5_1)")
     w.add_argument("--style-layer-weights", type=float_list, metavar="W1,W2,...",
                    help="lambda per style layer (default 1/len(layers) each)")
-    w.add_argument("--normalize-gradients", action="store_true",
+    w.add_argument("--style-loss", choices=config.STYLE_LOSSES,
+                   help=f"style distance per layer (default {D.style_loss}: the Gram matrices)")
+    w.add_argument("--weight-units", choices=config.WEIGHT_UNITS,
+                   help="gatys (default): the weights as written above; neural-style: jcjohnson/"
+                        "neural-style's -content_weight/-style_weight, mapped exactly (classic)")
+    w.add_argument("--normalize-gradients", action="store_true", default=None,
                    help="L1-normalise each loss term's gradient before weighting (as neural-style)")
-    w.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+    w.add_argument("--precision", choices=PRECISIONS,
                    help="dtype of the network's convolutions (bfloat16 pays on GPU/TPU, not on CPU); "
                         "losses and the image stay float32 (default: float32)")
-    w.add_argument("--swag", type=positive_float, nargs="?", const=1.0, default=None, metavar="TAU",
+    w.add_argument("--swag", type=positive_float, nargs="?", const=1.0, metavar="TAU",
                    help="SWAG (Wang et al., CVPR 2021): softmax-smooth each layer's activations with "
                         "temperature TAU (default 1) before the losses; makes ResNet features transfer "
                         "style well. Activations are rescaled to mean 1, so weights stay comparable")
     s = p.add_argument_group("style images and colour")
     s.add_argument("--style-blend", type=float_list, metavar="W1,W2,...",
-                   help="blend weights of the style images' Gram targets (default equal)")
-    s.add_argument("--style-scale", type=positive_float, default=1.0, metavar="X",
-                   help="style image size relative to the output's longest side (default 1)")
-    s.add_argument("--original-colors", action="store_true",
+                   help="blend weights of the style images' statistics (default equal)")
+    s.add_argument("--style-scale", type=positive_float, metavar="X",
+                   help=f"style image size relative to the output's longest side (default {D.style_scale:g})")
+    s.add_argument("--original-colors", action="store_true", default=None,
                    help="keep the content's colours: luminance of the result, chroma of the content")
-    s.add_argument("--luminance-only", action="store_true",
+    s.add_argument("--luminance-only", action="store_true", default=None,
                    help="transfer luminance only (Gatys et al. 2016): optimise Y, then add the content's chroma")
-    s.add_argument("--match-histogram", action="store_true",
+    s.add_argument("--match-histogram", action="store_true", default=None,
                    help="match the style images' colour mean and covariance to the content first")
-    add_weights_args(p)
+
+
+def options_of(args: argparse.Namespace, preset: str | None = None, base: dict | None = None) -> config.Options:
+    """The run's Options: the preset (or ``base`` overrides), then every flag given."""
+    given = dict(base or {})
+    given.update({name: getattr(args, name) for name in config.option_names()
+                  if getattr(args, name, None) is not None})
+    return config.resolve(preset, **given)
 
 
 def register(sub) -> None:
@@ -100,9 +116,10 @@ def register(sub) -> None:
                     "over the pixels of the output (Gatys, Ecker & Bethge 2016). Jc = 1/2 ||a(C) - a(G)||^2 at\n"
                     "the content layer; Js[l] = ||G(S)/M_S - G(G)/M_G||^2 / C^2 with raw Gram matrices G\n"
                     "over M = h*w positions (= ||G(S) - G(G)||^2 / (h w C)^2 at equal sizes).\n\n"
-                    "Defaults (256 px, 300 L-BFGS iterations from the content) take a few minutes on a\n"
-                    "laptop CPU. --preset classic reproduces jcjohnson/neural-style's defaults (512 px,\n"
-                    "1000 iterations, random init, content 5 / style 100 / TV 1e-3 in its units).",
+                    f"Defaults ({D.size} px, {D.iters} L-BFGS iterations from the content) take a few minutes on a\n"
+                    f"laptop CPU. --preset classic reproduces jcjohnson/neural-style's defaults ({CLASSIC['size']} px,\n"
+                    f"{CLASSIC['iters']} iterations, random init, content {CLASSIC['content_weight']:g} / style "
+                    f"{CLASSIC['style_weight']:g} / TV {CLASSIC['tv_weight']:g} in its units).",
         epilog="examples:\n"
                "  stylejax transfer tubingen.jpg starry_night.jpg -o out.png\n"
                "  stylejax transfer photo.jpg a.jpg b.jpg --style-blend 0.7,0.3 --original-colors -o out.png\n"
@@ -111,46 +128,32 @@ def register(sub) -> None:
     p.add_argument("content", metavar="CONTENT", help="content image")
     p.add_argument("styles", metavar="STYLE", nargs="+", help="style image(s); several are blended")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png", help="output image (.png or .jpg)")
+    p.add_argument("--preset", choices=tuple(config.PRESETS), default=None,
+                   help="classic: jcjohnson/neural-style's defaults (see above); other options override it")
     add_transfer_options(p)
     o = p.add_argument_group("output")
     o.add_argument("--save-every", type=positive_int, default=None, metavar="N",
                    help="also save OUT_<iter>.png every N iterations")
     o.add_argument("--report", metavar="FILE.json", help="JSON report (default: OUT with .json suffix)")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_weights_args(p)
     p.set_defaults(handler=run)
 
+    demo = config.DEMO
     d = sub.add_parser(
         "demo", help="style a shipped photo with a shipped style image (no files needed)",
         description="Run `stylejax transfer` on a public-domain photo shipped with stylejax "
                     "(scikit-image's chelsea or astronaut) in the style of a shipped public-domain "
                     "picture (an immunohistochemistry slide, or the Hubble Deep Field), then print "
-                    "where the result is. 160 px, 100 L-BFGS iterations: about a minute on a CPU.")
+                    f"where the result is. {demo['size']} px, {demo['iters']} L-BFGS iterations: about a "
+                    "minute on a CPU. Every transfer option applies.")
     d.add_argument("-o", "--output", required=True, metavar="OUT.png", help="output image")
     d.add_argument("--content", choices=tuple(DEMO_CONTENTS), default="chelsea", help="content (default chelsea)")
     d.add_argument("--style", choices=tuple(DEMO_STYLES), default="ihc", help="style (default ihc)")
-    d.add_argument("--size", type=positive_int, default=160, metavar="N", help="longest side (default 160)")
-    d.add_argument("--style-weight", type=nonnegative_float, default=5.0, metavar="B", help="beta (default 5)")
-    d.add_argument("--iters", type=positive_int, default=100, metavar="N", help="L-BFGS iterations (default 100)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_transfer_options(d)
     add_weights_args(d)
     d.set_defaults(handler=run_demo)
-
-
-def settings_from_args(args: argparse.Namespace) -> tuple[transfer.Settings, dict]:
-    base = CLASSIC if args.preset == "classic" else DEFAULTS
-    pick = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in base.items()}
-    settings = transfer.Settings(
-        size=pick["size"], iters=pick["iters"], optimizer=pick["optimizer"], lr=pick["lr"], init=pick["init"],
-        content_weight=pick["content_weight"], style_weight=pick["style_weight"], tv_weight=pick["tv_weight"],
-        content_layer=args.content_layer, style_layers=tuple(args.style_layers) if args.style_layers else None,
-        style_layer_weights=tuple(args.style_layer_weights) if args.style_layer_weights else None,
-        style_blend=tuple(args.style_blend) if args.style_blend else None, style_scale=args.style_scale,
-        original_colors=args.original_colors, luminance_only=args.luminance_only,
-        match_histogram=args.match_histogram, normalize_gradients=args.normalize_gradients, swag=args.swag,
-        precision=args.precision,
-        scales=tuple(args.scales) if args.scales else None, pooling=pick["pooling"], seed=args.seed,
-        steps_per_call=args.steps_per_call)
-    return settings, pick
 
 
 def run(args: argparse.Namespace) -> int:
@@ -159,40 +162,16 @@ def run(args: argparse.Namespace) -> int:
     out = check_output(args.output, inputs, suffixes=IMAGE_SUFFIXES)
     report_path = Path(args.report) if args.report else out.with_suffix(".json")
     check_output(report_path, inputs + [out], suffixes=[".json"])
-    settings, pick = settings_from_args(args)
-    settings = transfer.validate(settings, args.arch, len(args.styles))
+    options = config.validate(options_of(args, args.preset), args.arch, len(args.styles))
     if args.save_every:
-        total = settings.iters * len(settings.sizes)
+        total = options.iters * len(options.sizes)
         for done in range(args.save_every, total, args.save_every):
             check_output(snapshot_path(out, done), inputs, suffixes=IMAGE_SUFFIXES)
-    if args.seed < 0:
-        raise StylejaxError(f"seed must be >= 0, got {args.seed}")
     content = read_image(args.content)
     styles = [read_image(path) for path in args.styles]
-    init_image = read_image(settings.init) if settings.init not in ("content", "random") else None
-    w = weights.load(args.weights, args.arch)
-    classic = None
-    if args.preset == "classic":
-        settings, classic = classic_settings(settings, w, content)
-    return _run(args, w, content, styles, settings, init_image, out, report_path, inputs, classic)
-
-
-def classic_settings(settings: transfer.Settings, w, content):
-    """Map jcjohnson's weights (its units) onto alpha, beta, lambda_l at the output size."""
-    from stylejax.images import resize_longest
-
-    h, wd = resize_longest(content, settings.sizes[-1]).size[::-1]
-    alpha, beta, lambdas = transfer.classic_weights(
-        w.arch, w.params, (h, wd), settings.content_layer, settings.style_layers,
-        content_strength=settings.content_weight, style_strength=settings.style_weight, pooling=settings.pooling)
-    user = settings.style_layer_weights or (1.0,) * len(lambdas)
-    mapped = dataclasses.replace(settings, content_weight=alpha, style_weight=beta,
-                              style_layer_weights=tuple(l * u for l, u in zip(lambdas, user)))
-    note = {"preset": "classic", "jcjohnson_units": {"content_weight": settings.content_weight,
-                                                     "style_weight": settings.style_weight,
-                                                     "tv_weight": settings.tv_weight},
-            "mapping": "alpha = 2 w_c / (C h w) at the content layer, beta = w_s, lambda_l = 1 / C_l^2"}
-    return mapped, note
+    init_image = read_image(options.init) if options.init not in ("content", "random") else None
+    w = load_weights(args)
+    return _run(args, w, content, styles, options, init_image, out, report_path, inputs)
 
 
 def snapshot_path(out: Path, done: int) -> Path:
@@ -200,38 +179,38 @@ def snapshot_path(out: Path, done: int) -> Path:
     return out.with_name(f"{out.stem}_{done}{out.suffix}")
 
 
-def _run(args, w, content, styles, settings, init_image, out: Path, report_path: Path, inputs, classic) -> int:
-    bar = progress_bar(settings.iters * len(settings.sizes), "transfer", quiet=args.quiet)
-    state = {"done": 0}
+def _run(args, w, content, styles, options: config.Options, init_image, out: Path, report_path: Path,
+         inputs) -> int:
+    bar = progress_bar(options.iters * len(options.sizes), "transfer", quiet=args.quiet)
     save_every = getattr(args, "save_every", None)
 
-    def callback(done, total, loss, get_images):
-        bar.update(done - state["done"])
-        state["done"] = done
-        bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-        if save_every and done % save_every == 0 and done < total:
-            write_image(snapshot_path(out, done), get_images()[0])
+    def callback(p: Progress) -> None:
+        bar.update(p.done - bar.n)
+        bar.set_postfix(loss=f"{p.loss:.4g}" if p.loss is not None else "-", refresh=False)
+        if save_every and p.done % save_every == 0 and p.done < p.total:
+            write_image(snapshot_path(out, p.done), p.image())
 
     try:
-        result = transfer.transfer(w, content, styles, settings, init_image=init_image, callback=callback)
+        result = transfer_batch(content[None], styles, weights=w, options=options, init_image=init_image,
+                                callback=callback)
     finally:
         bar.close()
-    write_image(out, result.images[0])
+    write_image(out, result.image)
     report = {
         "command": "transfer", "content": str(inputs[0]), "styles": [str(p) for p in inputs[1:1 + len(styles)]],
-        "output": str(out), "settings": settings.to_dict(), "preset": classic,
+        "output": str(out), "preset": getattr(args, "preset", None), "settings": result.options.to_dict(),
         "objective": result.objective, "iterations": result.iterations, "seconds": result.seconds,
         "s_per_iter": result.s_per_iter, "per_scale": result.per_scale, "interrupted": result.interrupted,
-        "loss": result.loss[0], "history": result.history, "shape": list(result.images.shape[1:3]),
-        "weights": w.report(), **environment(),
+        "diverged": result.diverged, "loss": result.loss, "history": result.history,
+        "shape": list(result.image.shape[:2]), "weights": w.report(), **environment(),
     }
     write_json(report_path, report)
     if result.interrupted:
         print(f"stylejax: interrupted after {result.iterations} iterations; saved the best image so far to "
               f"{out} and the report to {report_path}", file=sys.stderr)
         return 130
-    loss = result.loss[0]
-    print(f"wrote {out} ({result.images.shape[2]}x{result.images.shape[1]}, {result.iterations} iterations, "
+    loss = result.loss
+    print(f"wrote {out} ({result.image.shape[1]}x{result.image.shape[0]}, {result.iterations} iterations, "
           f"{result.seconds:.1f} s, loss {loss['total']:.4g}); report {report_path}")
     return 0
 
@@ -251,10 +230,8 @@ def run_demo(args: argparse.Namespace) -> int:
     out = check_output(args.output, [content_path, style_path], suffixes=IMAGE_SUFFIXES)
     report_path = out.with_suffix(".json")
     check_output(report_path, [content_path, style_path, out], suffixes=[".json"])
-    settings = transfer.validate(transfer.Settings(size=args.size, iters=args.iters, style_weight=args.style_weight),
-                                 args.arch, 1)
+    options = config.validate(options_of(args, base=config.DEMO), args.arch, 1)
+    init_image = read_image(options.init) if options.init not in ("content", "random") else None
     content, style = read_image(content_path), read_image(style_path)
-    w = weights.load(args.weights, args.arch)
-    args.save_every = None
-    return _run(args, w, content, [style], settings, None, out, report_path,
-                [content_path, style_path], None)
+    w = load_weights(args)
+    return _run(args, w, content, [style], options, init_image, out, report_path, [content_path, style_path])

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from stylejax import temporal, transfer, video, video_io, weights
-from stylejax.cli.common import nonnegative_float, positive_float, progress_bar, write_json
-from stylejax.cli.transfer_cmd import add_transfer_options, classic_settings, environment, settings_from_args
+from stylejax import temporal, video, video_io
+from stylejax.cli.common import add_weights_args, load_weights, nonnegative_float, positive_float, progress_bar, write_json
+from stylejax.cli.transfer_cmd import add_transfer_options, environment, options_of
 from stylejax.errors import StylejaxError
 from stylejax.images import check_output, read_image, write_image
+from stylejax.style import config
 
 
 def register(sub) -> None:
@@ -43,7 +44,10 @@ def register(sub) -> None:
     p.add_argument("styles", metavar="STYLE", nargs="+", help="style image(s); several are blended")
     p.add_argument("-o", "--output", required=True, metavar="OUTPUT",
                    help="video file (.mp4 .mov .mkv .webm .avi .gif) or folder of frames")
+    p.add_argument("--preset", choices=tuple(config.PRESETS), default=None,
+                   help="classic: jcjohnson/neural-style's defaults per frame (see stylejax transfer --help)")
     add_transfer_options(p)
+    add_weights_args(p)
     t = p.add_argument_group("temporal consistency")
     t.add_argument("--no-temporal", action="store_true",
                    help="style each frame alone (no flow, no warped start, no temporal term)")
@@ -86,10 +90,10 @@ def run(args: argparse.Namespace) -> int:
         video_io.check_clip_output(folder, inputs)
     report_path = Path(args.report) if args.report else out.with_suffix(".json")
     check_output(report_path, inputs + [out], suffixes=[".json"])
-    settings, _ = settings_from_args(args)
+    settings = options_of(args, args.preset)
     if settings.init not in ("content", "random"):
         raise StylejaxError("--init for a video is content or random; later frames start from the previous output")
-    settings = transfer.validate(settings, args.arch, len(args.styles))
+    settings = config.validate(settings, args.arch, len(args.styles))
     done = _finished(folder) if folder.is_dir() else 0
     if done and not args.resume:
         raise StylejaxError(f"{folder} already holds {done} stylised frames; pass --resume to continue, "
@@ -105,16 +109,13 @@ def run(args: argparse.Namespace) -> int:
         if previous.shape[:2] != shape:
             raise StylejaxError(f"{folder}: finished frames are {previous.shape[1]}x{previous.shape[0]}, this run "
                                 f"makes {shape[1]}x{shape[0]}; use the same --size or another output")
-    w = weights.load(args.weights, args.arch)
-    classic = None
-    if args.preset == "classic":
-        settings, classic = classic_settings(settings, w, clip.frames[0])
+    w = load_weights(args)
     lam = None if args.no_temporal else args.temporal_weight
     entries = _earlier_entries(report_path, done) if done else []
     report = {
         "command": "video", "input": str(source), "styles": [str(p) for p in args.styles], "output": str(out),
         "frames_folder": str(folder), "frames": len(clip.frames), "fps": float(clip.fps),
-        "shape": list(shape), "settings": settings.to_dict(), "preset": classic,
+        "shape": list(shape), "settings": settings.to_dict(), "preset": args.preset,
         "temporal": None if lam is None else {"weight": lam, "flow": args.flow, "loss": "sum c (G - warp(G_prev))^2"},
         "resumed_at": done or None, "weights": w.report(), **environment(), "per_frame": entries,
     }

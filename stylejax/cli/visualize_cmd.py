@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stylejax import weights
 from stylejax.cli.common import (
     add_weights_args,
+    load_weights,
     nonnegative_float,
     nonnegative_int,
     positive_float,
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> None:
                  size=args.size, batch=args.batch, diversity_weight=args.diversity_weight,
                  decay_power=args.decay_power, transforms=args.transforms,
                  redirected_relu=args.redirected_relu)
-    w = weights.load(args.weights, args.arch)
+    w = load_weights(args)
     check_settings(w, s, args.units)
 
     with progress_bar(args.steps, f"visualize {args.layer} x{len(args.units)}", unit="step",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from stylejax import models, weights
+from stylejax.cli.common import note
 from stylejax.preprocessing import CONVENTIONS
 
 
@@ -48,6 +49,6 @@ def run_import(args: argparse.Namespace) -> None:
 def run_verify(args: argparse.Namespace) -> None:
     names = args.names or [row["name"] for row in weights.list_sets()]
     for name in names:
-        result = weights.verify(name)
+        result = weights.verify(name, progress=note)
         extra = ", fingerprints ok" if result["fingerprints"] else ""
         print(f"{name}: ok ({result['arch']}, sha256 {result['sha256'][:16]}{extra})")

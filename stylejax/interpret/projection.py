@@ -10,8 +10,8 @@ backward rule is replaced (Springenberg et al. 2015, sec. 3.4):
 Everything else comes for free from ``jax.vjp``: max pooling's VJP routes the signal through
 the forward max "switches" (unpooling), a convolution's VJP is the transposed convolution with
 the same kernels (biases drop out). So any forward written as a chain of jax ops that takes a
-``relu`` function can be projected (:func:`projection_of`); every backbone's ``features``
-takes one (:func:`layer_features`), so VGG, AlexNet and ResNets all project.
+``relu`` function can be projected (:func:`projection_of`); :func:`stylejax.activations.features`
+takes one, so VGG, AlexNet and ResNets all project (:func:`project_unit`).
 
 Shapes: pixels are RGB f32/u8[H, W, 3] in [0, 255]; projections are f32[H, W, 3] in the same
 pixel space (the derivative is taken through the weights' preprocessing).
@@ -28,9 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from stylejax import models
+from stylejax.activations import feature_shapes, features
 from stylejax.errors import StylejaxError
 from stylejax.models.layers import Layer
-from stylejax.preprocessing import preprocess
 from stylejax.weights import Weights
 
 Method = Literal["deconvnet", "guided", "gradient"]
@@ -83,12 +83,6 @@ def check_method(method: str) -> str:
 
 
 # ----------------------------------------------------------------------------- forward
-def layer_features(params, x: jax.Array, arch: str, layer: str, relu: Relu = jax.nn.relu) -> jax.Array:
-    """f32[N, h, w, C] activation of ``arch`` at ``layer`` for preprocessed ``x`` f32[N, H, W, 3],
-    every rectifier replaced by ``relu`` (the backbone's ``features(..., relu=)`` hook)."""
-    return models.get(arch).features(params, x, (layer,), relu=relu)[layer]
-
-
 def layer_info(arch: str, layer: str) -> Layer:
     """The :class:`Layer` called ``layer`` of ``arch`` (errors list the valid names)."""
     backbone = models.get(arch)
@@ -104,7 +98,7 @@ def projection_of(forward: Callable[[jax.Array, Relu], jax.Array], pixels: jax.A
 
     Args:
       forward: ``forward(pixels, relu) -> f32[h, w, C]``, any chain of jax ops that uses ``relu``
-        for its rectifiers (e.g. preprocessing + :func:`layer_features`).
+        for its rectifiers (e.g. :func:`stylejax.activations.features` at one layer).
       pixels: f32[H, W, 3] input of ``forward``.
       unit, y, x: channel and position in the output map (ints or traced int scalars).
       method: ``deconvnet``, ``guided`` or ``gradient`` (plain saliency).
@@ -120,26 +114,22 @@ def projection_of(forward: Callable[[jax.Array, Relu], jax.Array], pixels: jax.A
     return signal
 
 
-def _forward(params, pixels, *, arch: str, convention: str, layer: str, relu: Relu):
-    return layer_features(params, preprocess(pixels, convention)[None], arch, layer, relu)[0]
+def project_unit(w: Weights, pixels: jax.Array, layer: str, unit: jax.Array | int, y: jax.Array | int,
+                 x: jax.Array | int, method: Method = "deconvnet") -> jax.Array:
+    """Projection of unit ``(y, x, unit)`` of ``layer`` for one image f32[H, W, 3] (RGB 0-255)
+    -> f32[H, W, 3]. Pure: jit it with a traced unit and position, vmap it over images."""
+    return projection_of(lambda p, relu: features(w, p, layer, relu=relu)[layer], pixels, unit, y, x, method)
 
 
-@partial(jax.jit, static_argnames=("arch", "convention", "layer", "method"))
-def _project_batch(params, pixels, units, ys, xs, *, arch: str, convention: str, layer: str,
-                   method: str) -> jax.Array:
-    def one(img, unit, y, x):
-        forward = partial(_forward, params, arch=arch, convention=convention, layer=layer)
-        return projection_of(lambda p, relu: forward(p, relu=relu), img, unit, y, x, method)
-
-    return jax.vmap(one)(pixels, units, ys, xs)
+@partial(jax.jit, static_argnames=("layer", "method"))
+def _project_batch(w: Weights, pixels, units, ys, xs, *, layer: str, method: str) -> jax.Array:
+    return jax.vmap(lambda img, unit, y, x: project_unit(w, img, layer, unit, y, x, method))(pixels, units, ys, xs)
 
 
 def _check_positions(w: Weights, shape: tuple[int, ...], layer: str,
                      units: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> None:
     info = layer_info(w.arch, layer)
-    out = jax.eval_shape(lambda p: layer_features(w.params, p, w.arch, layer),
-                         jax.ShapeDtypeStruct((1, *shape[1:3], 3), jnp.float32)).shape
-    h, w_ = out[1], out[2]
+    h, w_, _ = feature_shapes(w, tuple(shape[1:3]), layer)[layer]
     for name, values, limit in (("unit", units, info.channels), ("y", ys, h), ("x", xs, w_)):
         bad = values[(values < 0) | (values >= limit)]
         if bad.size:
@@ -169,8 +159,8 @@ def project_batch(w: Weights, pixels, layer: str, units: Sequence[int], ys: Sequ
         raise StylejaxError(f"need one unit, y and x per image: {pixels.shape[0]} images, "
                             f"{len(units)} units, {len(ys)} ys, {len(xs)} xs")
     _check_positions(w, pixels.shape, layer, units, ys, xs)
-    return _project_batch(w.params, pixels, jnp.asarray(units), jnp.asarray(ys), jnp.asarray(xs),
-                          arch=w.arch, convention=w.preprocessing, layer=layer, method=method)
+    return _project_batch(w, pixels, jnp.asarray(units), jnp.asarray(ys), jnp.asarray(xs), layer=layer,
+                          method=method)
 
 
 def project(w: Weights, pixels, layer: str, unit: int, y: int, x: int,
@@ -194,5 +184,5 @@ def to_picture(projection, eps: float = 1e-12) -> np.ndarray:
     return np.clip(np.rint(128.0 + 127.0 * p / scale), 0, 255).astype(np.uint8)
 
 
-__all__ = ["METHODS", "layer_features", "deconv_relu", "guided_relu", "layer_info",
-           "project", "project_batch", "projection_of", "to_picture"]
+__all__ = ["METHODS", "deconv_relu", "guided_relu", "layer_info",
+           "project", "project_batch", "project_unit", "projection_of", "to_picture"]

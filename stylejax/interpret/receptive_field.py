@@ -11,11 +11,8 @@ starting from the input pixels (size 1, jump 1, start 0). Coordinates are input 
 (pixel centres at 0, 1, 2 ...): unit ``(y, x)`` of a layer is centred on input pixel
 ``(start + y * jump, start + x * jump)`` and sees the ``size x size`` square around it.
 
-A backbone whose topology is not a chain (ResNet skip paths, inception branches) supplies its
-own table: give its :class:`stylejax.models.Backbone` a ``receptive_fields`` attribute
-(a mapping ``name -> RF`` or a zero-argument callable returning one); :func:`for_arch` uses it.
-For a residual block the field is the largest over its paths, i.e. the chain through the
-convolutions, so such a table is usually this module's :func:`chain` over the main path.
+For a residual block (ResNet) the field is the largest over its paths, i.e. the chain through
+the convolutions, which is what the backbones' layer tables describe.
 """
 
 from __future__ import annotations
@@ -65,15 +62,10 @@ def chain(layers: Iterable[Layer]) -> dict[str, RF]:
 
 
 def for_arch(arch: str) -> dict[str, RF]:
-    """Receptive fields of every layer of ``arch`` (its own table if it has one, else the chain)."""
+    """Receptive fields of every layer of ``arch``, from its layer table."""
     from stylejax import models
 
-    backbone = models.get(arch)
-    own = getattr(backbone, "receptive_fields", None)
-    if own is not None:
-        table = own() if callable(own) else own
-        return dict(table)
-    return chain(backbone.layers)
+    return chain(models.get(arch).layers)
 
 
 def of_layer(arch: str, layer: str) -> RF:

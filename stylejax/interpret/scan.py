@@ -117,7 +117,7 @@ def _step(params, states: tuple[TopK, ...], pixels: jax.Array, index: jax.Array,
           ) -> tuple[TopK, ...]:
     """One scan step: u8[B, S, S, 3] pixels -> the updated top-K of every scanned layer."""
     x = preprocess(pixels.astype(jnp.float32), convention)
-    acts = models.get(arch).fast_features(params, x, layers)
+    acts = models.get(arch).features(params, x, layers, conv="auto")
     out = []
     for state, layer, us in zip(states, layers, units):
         values, y, xs = unit_maxima(acts[layer], us)

@@ -29,11 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from stylejax.activations import feature_shapes, features
 from stylejax.errors import StylejaxError
 from stylejax.interpret import param
-from stylejax.interpret.projection import layer_features, layer_info
+from stylejax.interpret.projection import layer_info
 from stylejax.models.layers import Layer
-from stylejax.preprocessing import preprocess
 from stylejax.weights import Weights
 
 Objective = Literal["channel", "neuron", "diversity"]
@@ -150,13 +150,12 @@ def objective_value(acts: jax.Array, unit: jax.Array, objective: str,
 
 
 # ----------------------------------------------------------------------------- one unit's steps
-def _activations(params, images, *, arch, convention, layer, relu):
-    pixels = 255.0 * images
-    return layer_features(params, preprocess(pixels, convention), arch, layer, relu)
+def _activations(w: Weights, images, *, layer, relu):
+    """f32[B, h, w, C] at ``layer`` for images f32[B, S, S, 3] in [0, 1]."""
+    return features(w, 255.0 * images, layer, relu=relu)[layer]
 
 
-def _step(params, spectrum, opt_state, unit, key, i, redirect_until, *, s: Settings, arch: str,
-          convention: str):
+def _step(w: Weights, spectrum, opt_state, unit, key, i, redirect_until, *, s: Settings):
     """One Adam step for one unit: returns (spectrum, opt_state, objective under transforms).
 
     ReLU gradients are redirected while ``i <= redirect_until`` (int scalar; -1 = never), so one
@@ -172,7 +171,7 @@ def _step(params, spectrum, opt_state, unit, key, i, redirect_until, *, s: Setti
             images = jax.vmap(param.random_transform)(keys, images)
         on = (i <= redirect_until).astype(jnp.float32)
         relu = lambda x: redirected_relu(x, on)
-        acts = _activations(params, images, arch=arch, convention=convention, layer=s.layer, relu=relu)
+        acts = _activations(w, images, layer=s.layer, relu=relu)
         value = objective_value(acts, unit, s.objective, s.diversity_weight)
         return -value
 
@@ -187,13 +186,13 @@ def _init(key, *, s: Settings):
     return spectrum, optax.adam(s.lr).init(spectrum)
 
 
-@partial(jax.jit, static_argnames=("s", "arch", "convention", "n", "loop"))
-def _run_chunk(params, spectra, opt_states, units, keys, start, redirect_until, *, s: Settings, arch: str,
-               convention: str, n: int, loop: str):
+@partial(jax.jit, static_argnames=("s", "n", "loop"))
+def _run_chunk(w: Weights, spectra, opt_states, units, keys, start, redirect_until, *, s: Settings, n: int,
+               loop: str):
     """``n`` steps for every unit (vmapped): f32 spectra[U, ...] -> (spectra, states, values[U, n])."""
 
     def one_unit(spectrum, opt_state, unit, key):
-        step = partial(_step, params, s=s, arch=arch, convention=convention)
+        step = partial(_step, w, s=s)
 
         def body(carry, i):
             spec, st = carry
@@ -213,14 +212,13 @@ def _run_chunk(params, spectra, opt_states, units, keys, start, redirect_until, 
     return jax.vmap(one_unit)(spectra, opt_states, units, keys)
 
 
-@partial(jax.jit, static_argnames=("s", "arch", "convention"))
-def _evaluate(params, spectra, units, *, s: Settings, arch: str, convention: str):
+@partial(jax.jit, static_argnames=("s",))
+def _evaluate(w: Weights, spectra, units, *, s: Settings):
     """Untransformed images u8-ready f32[U, B, S, S, 3] in [0, 1], unit values f32[U], diversity f32[U]."""
 
     def one(spectrum, unit):
         images = param.fft_to_rgb(spectrum, s.size, s.size, s.decay_power)
-        acts = _activations(params, images, arch=arch, convention=convention, layer=s.layer,
-                            relu=jax.nn.relu)
+        acts = _activations(w, images, layer=s.layer, relu=jax.nn.relu)
         div = gram_similarity(acts) if s.batch > 1 else jnp.zeros(())
         return images, jnp.mean(unit_value(acts, unit, s.objective)), div
 
@@ -256,10 +254,8 @@ def check_settings(w: Weights, s: Settings, units: Sequence[int]) -> Layer:
     if s.size < param.MIN_SIZE:
         raise StylejaxError(f"size {s.size} is too small for the transforms; use >= {param.MIN_SIZE}")
     seen = param.transformed_size(s.size) if s.transforms else s.size
-    out = jax.eval_shape(
-        lambda p, x: layer_features(p, x, w.arch, s.layer), w.params,
-        jax.ShapeDtypeStruct((1, seen, seen, 3), jnp.float32)).shape
-    if min(out[1:3]) < 1:
+    out = feature_shapes(w, (seen, seen), s.layer)[s.layer]
+    if min(out[:2]) < 1:
         raise StylejaxError(f"size {s.size} is too small for {s.layer}: its map would be empty")
     return info
 
@@ -287,15 +283,15 @@ def visualize(w: Weights, units: Sequence[int], s: Settings, seed: int = 0, *, c
     units_arr = jnp.asarray(units, jnp.int32)
     spectra, opt_states = jax.vmap(partial(_init, s=s))(keys)
     # Only what shapes the computation is static: steps and the redirect switch are not.
-    kw = {"s": replace(s, steps=1, redirected_relu=False), "arch": w.arch, "convention": w.preprocessing}
+    kw = {"s": replace(s, steps=1, redirected_relu=False)}
     redirect_until = jnp.int32(REDIRECT_STEPS if s.redirected_relu else -1)
-    _, initial, _ = _evaluate(w.params, spectra, units_arr, **kw)
+    _, initial, _ = _evaluate(w, spectra, units_arr, **kw)
 
     first_call_seconds, done, history = 0.0, 0, []
     t0 = time.perf_counter()
     while done < s.steps:
         n = min(chunk, s.steps - done)
-        spectra, opt_states, values = _run_chunk(w.params, spectra, opt_states, units_arr, keys,
+        spectra, opt_states, values = _run_chunk(w, spectra, opt_states, units_arr, keys,
                                                  jnp.int32(done), redirect_until, n=n, loop=loop, **kw)
         if not history:  # the first call compiles (or hits jit's cache): timed apart
             values.block_until_ready()
@@ -312,7 +308,7 @@ def visualize(w: Weights, units: Sequence[int], s: Settings, seed: int = 0, *, c
         progress(history[-1].shape[1])
     timed_steps = s.steps - history[0].shape[1]
     seconds = time.perf_counter() - t0
-    images, final, div = _evaluate(w.params, spectra, units_arr, **kw)
+    images, final, div = _evaluate(w, spectra, units_arr, **kw)
     return Result(units=tuple(units), images=np.asarray(jnp.round(images * 255)).astype(np.uint8),
                   objective_initial=np.asarray(initial), objective_final=np.asarray(final),
                   history=np.concatenate([np.asarray(h) for h in history], axis=1), diversity=np.asarray(div),

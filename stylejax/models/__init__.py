@@ -1,7 +1,13 @@
 """Backbones behind one interface: a layer table and a pure ``features`` function.
 
 ``get(arch)`` returns a :class:`Backbone`; every backbone's ``features`` has the signature
-``features(params, x, layers, *, pooling="max") -> {name: f32[N, h, w, C]}`` on NHWC input.
+``features(params, x, layers, *, pooling="max", relu=jax.nn.relu, conv="direct")
+-> {name: f32[N, h, w, C]}`` on preprocessed NHWC input.
+
+``conv`` chooses how 3x3 convolutions run: ``"direct"`` (XLA's convolution; every JAX
+transformation, forward mode and explicit sharding included), ``"winograd"`` (VGG only:
+:mod:`stylejax.models.winograd`, reverse mode only) or ``"auto"`` (Winograd on CPU for the VGG
+layers where it measured faster, direct elsewhere and for the other families).
 """
 
 from __future__ import annotations
@@ -10,9 +16,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
+import jax
+
 from stylejax.errors import StylejaxError
 from stylejax.models import alexnet, resnet, vgg
 from stylejax.models.layers import Layer
+
+CONVS = ("direct", "winograd", "auto")
 
 
 @dataclass(frozen=True)
@@ -20,33 +30,39 @@ class Backbone:
     """A network family member: its name, layer table, forward function and parameter shapes.
 
     ``param_shapes()`` returns the nested dict of shapes a params pytree must have.
-    ``fast_features`` computes the same activations by the fastest path measured for
-    reverse-mode loops and scans (transfer, patches); it may not support forward-mode autodiff.
     """
 
     arch: str
     layers: tuple[Layer, ...]
-    features: Callable[..., dict]
+    forward: Callable[..., dict]
     param_shapes: Callable[[], dict]
-    fast_features: Callable[..., dict] | None = None
-
-    def __post_init__(self):
-        if self.fast_features is None:
-            object.__setattr__(self, "fast_features", self.features)
+    has_winograd: bool = False
 
     @property
     def layer_names(self) -> list[str]:
         return [layer.name for layer in self.layers]
 
-    def check_layers(self, layers: Sequence[str]) -> list[str]:
-        """Validate names; raises StylejaxError listing the valid ones."""
+    def check_layers(self, layers: Sequence[str] | str) -> tuple[str, ...]:
+        """Validate names (a single name is a one-layer tuple); raises StylejaxError listing the valid ones."""
+        layers = (layers,) if isinstance(layers, str) else tuple(layers)
         vgg.check_layers(self.layers, layers)
-        return list(layers)
+        return layers
+
+    def features(self, params, x: jax.Array, layers: Sequence[str], *, pooling: str = "max",
+                 relu: Callable[[jax.Array], jax.Array] = jax.nn.relu, conv: str = "direct") -> dict:
+        """``{name: f32[N, h, w, C]}`` at ``layers`` for preprocessed ``x`` f32[N, H, W, 3]."""
+        if conv not in CONVS:
+            raise StylejaxError(f"unknown conv {conv!r}; use one of {', '.join(CONVS)}")
+        layers = self.check_layers(layers)
+        if self.has_winograd:
+            return self.forward(params, x, layers, pooling=pooling, relu=relu, conv=conv)
+        if conv == "winograd":
+            raise StylejaxError(f"conv='winograd' is for the VGG family, not {self.arch}")
+        return self.forward(params, x, layers, pooling=pooling, relu=relu)
 
 
 _BACKBONES: dict[str, Backbone] = {
-    arch: Backbone(arch, vgg.layer_table(arch), vgg.features, partial(vgg.param_shapes, arch),
-                   partial(vgg.features, conv="auto"))
+    arch: Backbone(arch, vgg.layer_table(arch), vgg.features, partial(vgg.param_shapes, arch), has_winograd=True)
     for arch in vgg.LAYERS
 }
 _BACKBONES["alexnet"] = Backbone("alexnet", alexnet.layer_table(), alexnet.features, alexnet.param_shapes)
@@ -54,11 +70,6 @@ _BACKBONES.update({
     arch: Backbone(arch, resnet.layer_table(arch), partial(resnet.features, arch), partial(resnet.param_shapes, arch))
     for arch in resnet.ARCHS
 })
-
-
-def register(backbone: Backbone) -> None:
-    """Add a backbone (used by the modules that define AlexNet and ResNets)."""
-    _BACKBONES[backbone.arch] = backbone
 
 
 def archs() -> list[str]:
@@ -74,4 +85,4 @@ def get(arch: str) -> Backbone:
         raise StylejaxError(f"unknown arch {arch!r}; known: {', '.join(_BACKBONES)}") from None
 
 
-__all__ = ["Backbone", "Layer", "archs", "get", "register"]
+__all__ = ["CONVS", "Backbone", "Layer", "archs", "get"]

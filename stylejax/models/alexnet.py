@@ -60,7 +60,7 @@ def _conv_relu(x: jax.Array, p: Mapping[str, jax.Array], layer: Layer,
     y = jax.lax.conv_general_dilated(
         x, p["kernel"].astype(x.dtype), window_strides=(layer.stride, layer.stride), padding=pad,
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return relu(y + p["bias"].astype(x.dtype))
+    return relu(y + p["bias"].astype(x.dtype).reshape(1, 1, 1, -1))
 
 
 def _pool(x: jax.Array, layer: Layer, pooling: Pooling) -> jax.Array:

@@ -87,7 +87,7 @@ def _conv_relu(x: jax.Array, p: Mapping[str, jax.Array], relu: Callable[[jax.Arr
     else:
         y = jax.lax.conv_general_dilated(x, kernel, window_strides=(1, 1), padding=((1, 1), (1, 1)),
                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return relu(y + p["bias"].astype(x.dtype))
+    return relu(y + p["bias"].astype(x.dtype).reshape(1, 1, 1, -1))
 
 
 def _pool(x: jax.Array, pooling: Pooling, switches: bool = False) -> jax.Array:
@@ -101,7 +101,13 @@ def _pool(x: jax.Array, pooling: Pooling, switches: bool = False) -> jax.Array:
     if switches and pooling == "max":
         return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
     n, h, w, c = x.shape
-    blocks = x[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
+    x = x[:, : h // 2 * 2, : w // 2 * 2]
+    # Under explicit sharding a reshape must name its output sharding: each axis keeps its own,
+    # the two new window axes are replicated.
+    spec = tuple(getattr(jax.typeof(x).sharding, "spec", ())) + (None,) * 4
+    out_sharding = (None if not any(spec[:4]) else
+                    jax.sharding.PartitionSpec(spec[0], spec[1], None, spec[2], None, spec[3]))
+    blocks = jax.lax.reshape(x, (n, h // 2, 2, w // 2, 2, c), out_sharding=out_sharding)
     return jnp.max(blocks, axis=(2, 4)) if pooling == "max" else jnp.mean(blocks, axis=(2, 4))
 
 

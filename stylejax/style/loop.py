@@ -1,0 +1,130 @@
+"""The optimisation loop: one compiled call runs K steps, keeps the best iterate on device.
+
+One call of :func:`steps` takes the loop state (image, optimiser state, best-so-far image, its
+loss and terms), runs ``k`` value-and-gradient-and-update steps and returns the new state and
+the ``k`` objective values. The state is donated, so the image, the optimiser's buffers (the
+L-BFGS history) and the best image are updated in place. The loss weights and the learning rate
+are traced (:class:`Hyper`): changing them compiles nothing new. A batch of images is
+``vmap``-ed through the call, each with its own optimiser state.
+
+Per call the host reads only the ``k`` objective values (for progress and to stop on a
+non-finite objective). ``k = 1`` with a Python loop is the default: on XLA:CPU a rolled
+``fori_loop`` of conv steps is about 3x slower (jax-ml/jax#12868) and unrolling K steps makes
+the compile K times longer for no measured gain; ``steps_per_call`` (unrolled) is there for
+backends where the dispatch gap matters.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from stylejax.style.lbfgs import lbfgs
+from stylejax.style.objective import LossWeights, Spec, Targets, loss_terms
+from stylejax.weights import Weights
+
+
+class Hyper(NamedTuple):
+    """The traced hyper-parameters of a step: the loss weights and the learning rate f32[]."""
+
+    weights: LossWeights
+    lr: jax.Array
+
+
+class LoopState(NamedTuple):
+    """Per image (batched on axis 0): ``x`` f32[B, H, W, c], the optimiser state, the best
+    iterate evaluated so far ``best_x``, its objective ``best_loss`` f32[B] and ``best_terms``."""
+
+    x: jax.Array
+    opt_state: optax.OptState
+    best_x: jax.Array
+    best_loss: jax.Array
+    best_terms: dict
+
+
+@functools.lru_cache(maxsize=None)
+def direction(name: str, lbfgs_memory: int = 100) -> optax.GradientTransformation:
+    """The named optimiser's update for a learning rate of 1 (the step multiplies by ``lr``).
+
+    ``lbfgs`` (:mod:`stylejax.style.lbfgs`), ``adam`` (optax), ``gd``: plain gradient descent
+    ``G <- G - lr grad J``. Cached, so a run with the same optimiser reuses its compiled step.
+    """
+    if name == "lbfgs":
+        return lbfgs(1.0, lbfgs_memory)
+    if name == "adam":
+        return optax.chain(optax.scale_by_adam(), optax.scale(-1.0))
+    if name == "gd":
+        return optax.scale(-1.0)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def init_state(tx: optax.GradientTransformation, x: jax.Array, terms_like: dict) -> LoopState:
+    """Loop state for a batch ``x`` f32[B, ...]; ``terms_like`` names the objective's terms."""
+    batch = x.shape[0]
+    state = LoopState(x, jax.vmap(tx.init)(x), x, jnp.full((batch,), jnp.inf, jnp.float32),
+                      {name: jnp.zeros((batch,), jnp.float32) for name in terms_like})
+    # every leaf its own buffer: the state is donated, and a buffer may be donated only once
+    return jax.tree.map(lambda a: jnp.array(a, copy=True), state)
+
+
+def _keep_better(loss, terms, x, best_x, best_loss, best_terms):
+    better = loss < best_loss  # False for NaN: a diverged iterate never becomes the best
+    return (jnp.where(better, x, best_x), jnp.where(better, loss, best_loss),
+            jax.tree.map(lambda new, old: jnp.where(better, new, old), terms, best_terms))
+
+
+def _per_image(fn, batched_args, shared_args):
+    """Run ``fn(*shared, *batched)`` per image: vmap over axis 0, or directly for a batch of one
+    (measured 9 % faster on XLA:CPU than a vmap of one)."""
+    if batched_args[0].shape[0] == 1:
+        out = fn(*shared_args, *jax.tree.map(lambda a: a[0], batched_args))
+        return jax.tree.map(lambda a: a[None], out)
+    return jax.vmap(lambda *b: fn(*shared_args, *b))(*batched_args)
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "tx", "k", "unroll"), donate_argnames=("state",))
+def steps(weights: Weights, hyper: Hyper, state: LoopState, targets: Targets, *, spec: Spec,
+          tx: optax.GradientTransformation, k: int = 1, unroll: bool = True) -> tuple[LoopState, jax.Array]:
+    """``k`` optimisation steps; returns the new state and J f32[B, k] at each evaluated iterate."""
+
+    def one(weights, hyper, x, opt_state, best_x, best_loss, best_terms, t):
+        def body(i, carry):
+            x, opt_state, best_x, best_loss, best_terms, history = carry
+            (loss, terms), grad = jax.value_and_grad(
+                lambda v: loss_terms(weights, spec, hyper.weights, v, t), has_aux=True)(x)
+            updates, opt_state = tx.update(grad, opt_state, x)
+            best_x, best_loss, best_terms = _keep_better(loss, terms, x, best_x, best_loss, best_terms)
+            x = optax.apply_updates(x, jax.tree.map(lambda u: hyper.lr * u, updates))
+            return x, opt_state, best_x, best_loss, best_terms, history.at[i].set(loss)
+
+        carry = (x, opt_state, best_x, best_loss, best_terms, jnp.zeros((k,), jnp.float32))
+        carry = body(0, carry) if k == 1 else jax.lax.fori_loop(0, k, body, carry, unroll=unroll)
+        return LoopState(*carry[:5]), carry[5]
+
+    return _per_image(one, (state.x, state.opt_state, state.best_x, state.best_loss, state.best_terms, targets),
+                      (weights, hyper))
+
+
+@functools.partial(jax.jit, static_argnames=("spec",), donate_argnames=("state",))
+def settle(weights: Weights, lw: LossWeights, state: LoopState, targets: Targets, *, spec: Spec) -> LoopState:
+    """Evaluate the final iterate (never evaluated by :func:`steps`) and keep it if it is best."""
+
+    def one(weights, lw, x, best_x, best_loss, best_terms, t):
+        loss, terms = loss_terms(weights, spec, lw, x, t)
+        return _keep_better(loss, terms, x, best_x, best_loss, best_terms)
+
+    best = _per_image(one, (state.x, state.best_x, state.best_loss, state.best_terms, targets), (weights, lw))
+    return state._replace(best_x=best[0], best_loss=best[1], best_terms=best[2])
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def evaluate(weights: Weights, lw: LossWeights, x: jax.Array, targets: Targets, *, spec: Spec) -> dict:
+    """The objective's terms for a batch x f32[B, H, W, c] (targets batched on axis 0)."""
+    return _per_image(lambda w, l, xi, ti: loss_terms(w, spec, l, xi, ti)[1], (x, targets), (weights, lw))
+
+
+__all__ = ["Hyper", "LoopState", "direction", "evaluate", "init_state", "settle", "steps"]

@@ -1,0 +1,166 @@
+"""The style transfer objective: targets, traced loss weights, and ``J`` for one image.
+
+``J(x) = alpha Jc + beta sum_l lambda_l Js[l] + gamma Jtv`` (:mod:`stylejax.losses`) for an
+image ``x`` f32[H, W, 3] in RGB pixels 0-255 (or its luminance f32[H, W, 1]).
+
+It is split by what may change without compiling anything new:
+
+* :class:`Spec` (static, hashable): which layers, pooling, conv path, precision and terms;
+  a jitted step is specialised on it.
+* :class:`LossWeights` (a pytree of arrays): alpha, beta, gamma and the lambdas. Traced, so
+  sweeping them reuses one compiled step.
+* targets (a pytree of arrays): ``{"content": {layer: f32[h, w, C]},
+  "style": {layer: {"mean": f32[C], "second": f32[C, C]}}}``, the content's activations and
+  the style statistics as position averages (:func:`stylejax.losses.layer_stats`); with
+  ``Spec.temporal`` also ``"temporal": {"image": f32[H, W, 3], "mask": f32[H, W]}``, the
+  previous video frame's output warped onto this one and its consistency mask
+  (:mod:`stylejax.temporal`), which adds ``lambda_t Jt`` to ``J``.
+
+Everything here is a pure function of arrays; the caller chooses where to ``jit``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from stylejax import color, losses, temporal
+from stylejax.activations import feature_shapes, features
+from stylejax.errors import StylejaxError
+from stylejax.swag import swag
+from stylejax.weights import Weights
+
+Targets = dict
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The static half of the objective (hashable).
+
+    ``conv="auto"`` takes the fast CPU convolutions (reverse mode only). ``swag`` is the SWAG
+    temperature (None: off). ``luminance``: the variable is the luminance f32[H, W, 1].
+    ``temporal``: the targets hold a temporal target (video), weighted by ``LossWeights.temporal``.
+    """
+
+    content_layers: tuple[str, ...]
+    style_layers: tuple[str, ...]
+    pooling: str = "max"
+    conv: str = "auto"
+    precision: str = "float32"
+    normalize_gradients: bool = False
+    swag: float | None = None
+    style_loss: str = "gram"
+    luminance: bool = False
+    temporal: bool = False
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((*self.content_layers, *self.style_layers)))
+
+
+class LossWeights(NamedTuple):
+    """The traced weights of ``J``: alpha f32[], beta f32[], gamma f32[], lambda f32[L] and the
+    temporal weight lambda_t f32[] (used only with ``Spec.temporal``)."""
+
+    content: jax.Array
+    style: jax.Array
+    tv: jax.Array
+    style_layers: jax.Array
+    temporal: jax.Array = np.float32(0.0)
+
+    @classmethod
+    def of(cls, content: float, style: float, tv: float, style_layers: Sequence[float],
+           temporal: float = 0.0) -> LossWeights:
+        return cls(*(jnp.asarray(v, jnp.float32) for v in (content, style, tv, style_layers, temporal)))
+
+    def to_dict(self, spec: Spec) -> dict:
+        d = {"alpha": float(self.content), "beta": float(self.style), "gamma": float(self.tv),
+             "style_layer_weights": dict(zip(spec.style_layers, np.asarray(self.style_layers).tolist()))}
+        if spec.temporal:
+            d["lambda_t"] = float(self.temporal)
+        return d
+
+
+def activations(weights: Weights, spec: Spec, pixels: jax.Array, layers: Sequence[str]) -> dict[str, jax.Array]:
+    """Post-ReLU activations of RGB ``pixels`` f32[..., H, W, 3] under the spec (SWAG-smoothed if on)."""
+    acts = features(weights, pixels, tuple(layers), pooling=spec.pooling, conv=spec.conv, precision=spec.precision)
+    if spec.swag is None:
+        return acts
+    return {k: swag(v, spec.swag, rescale=True) for k, v in acts.items()}
+
+
+def to_pixels(x: jax.Array) -> jax.Array:
+    """The optimised variable f32[..., H, W, 1 or 3] as RGB pixels."""
+    return color.gray3(x) if x.shape[-1] == 1 else x
+
+
+def targets(weights: Weights, spec: Spec, content: jax.Array, styles: Sequence[jax.Array],
+            blend: jax.Array) -> Targets:
+    """Targets from a content f32[H, W, 3] and style images f32[Hs, Ws, 3] (any sizes), all RGB
+    0-255, blended by ``blend`` f32[S] (weights summing to 1) in the style statistics."""
+    if len(styles) != jnp.shape(blend)[0]:
+        raise StylejaxError(f"{len(styles)} style images for {jnp.shape(blend)[0]} blend weights")
+    acts = activations(weights, spec, content, spec.content_layers)
+    style: dict[str, dict[str, jax.Array]] = {}
+    for i, image in enumerate(styles):
+        stats = {l: losses.layer_stats(a) for l, a in activations(weights, spec, image, spec.style_layers).items()}
+        for l in spec.style_layers:
+            part = jax.tree.map(lambda v: blend[i] * v, stats[l])
+            style[l] = part if l not in style else jax.tree.map(jnp.add, style[l], part)
+    return {"content": {l: acts[l] for l in spec.content_layers}, "style": style}
+
+
+def loss_terms(weights: Weights, spec: Spec, lw: LossWeights, x: jax.Array, targets: Targets
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """``(J, terms)`` for one image ``x`` f32[H, W, 1|3] (pixels) against ``targets``.
+
+    ``terms`` holds the unweighted ``content`` (``sum`` over content layers), ``style``
+    (``sum_l lambda_l Js[l]``), ``tv``, ``temporal`` (with ``spec.temporal``) and each
+    ``style/<layer>``, all f32[].
+    """
+    pixels = to_pixels(x)
+    acts = activations(weights, spec, pixels, spec.layers)
+    style_target = {l: targets["style"][l]["second"] for l in spec.style_layers}
+    if spec.normalize_gradients:
+        jc = sum(losses.normalized_term(losses.content_loss, acts[l], targets["content"][l])
+                 for l in spec.content_layers)
+        per_layer = {l: losses.normalized_term(losses.style_layer_loss, acts[l], style_target[l])
+                     for l in spec.style_layers}
+    else:
+        jc = sum(losses.content_loss(acts[l], targets["content"][l]) for l in spec.content_layers)
+        per_layer = {l: losses.style_layer_loss(acts[l], style_target[l]) for l in spec.style_layers}
+    js = sum(lw.style_layers[i] * per_layer[l] for i, l in enumerate(spec.style_layers))
+    jtv = losses.tv_loss(pixels)
+    total = losses.total_loss(jc, js, jtv, lw.content, lw.style, lw.tv)
+    terms = {"total": total, "content": jc, "style": js, "tv": jtv}
+    if spec.temporal:
+        jt = temporal.temporal_loss(pixels, targets["temporal"]["image"], targets["temporal"]["mask"])
+        total = total + lw.temporal * jt
+        terms.update(total=total, temporal=jt)
+    terms.update({f"style/{l}": v for l, v in per_layer.items()})
+    return total, terms
+
+
+def neural_style_weights(weights: Weights, spec: Spec, content_shape: tuple[int, int],
+                         content_strength: float, style_strength: float) -> tuple[float, float, tuple[float, ...]]:
+    """(alpha, beta, lambdas) equal to jcjohnson/neural-style's ``-content_weight`` /
+    ``-style_weight`` at an output of ``content_shape`` = (H, W).
+
+    Its ContentLoss is ``w_c mean((a - p)^2) = w_c (2 / (C h w)) Jc`` per content layer and its
+    StyleLoss is ``w_s mean((G/(C h w) - T)^2) = (w_s / C^2) Js[l]`` (Gram over the element
+    count, MSE over C^2 entries), so ``alpha = 2 w_c / (C h w)`` at the (first) content layer,
+    ``beta = w_s`` and ``lambda_l = 1 / C_l^2``.
+    """
+    shapes = feature_shapes(weights, content_shape, spec.layers, pooling=spec.pooling)
+    h, w, c = shapes[spec.content_layers[0]]
+    alpha = 2.0 * content_strength / (c * h * w)
+    return alpha, float(style_strength), tuple(1.0 / shapes[l][-1] ** 2 for l in spec.style_layers)
+
+
+__all__ = ["LossWeights", "Spec", "Targets", "activations", "loss_terms", "neural_style_weights", "targets",
+           "to_pixels"]

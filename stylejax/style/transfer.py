@@ -1,0 +1,342 @@
+"""Gatys et al. neural style transfer of arrays: validate, then targets and the loop per scale.
+
+The optimised variable is the image in **pixel space** (RGB, [0, 255], unclipped while
+optimising), f32[H, W, 3] per image; with ``luminance_only`` it is the luminance f32[H, W, 1]
+(shown to the network as a gray image). Preprocessing for the weights happens inside the
+objective, so any backbone and any convention works.
+
+Per scale: the targets once (one compiled call), then the loop (:mod:`stylejax.style.loop`),
+then the final iterate's evaluation; the best evaluated iterate is the scale's result and the
+next scale's start. Nothing is evaluated twice: the reported terms are those recorded when the
+best iterate was evaluated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from stylejax import color
+from stylejax.errors import StylejaxError
+from stylejax.images import resize_longest, resize_to, to_uint8
+from stylejax.preprocessing import deprocess
+from stylejax.progress import Callback, Progress
+from stylejax.style import objective
+from stylejax.style.config import Options, override, resolve, validate
+from stylejax.style.loop import Hyper, direction, init_state, settle, steps
+from stylejax.style.objective import LossWeights, Spec
+from stylejax.weights import Weights
+
+
+@dataclass
+class Result:
+    """A finished, interrupted or diverged run.
+
+    ``images`` u8[B, H, W, 3] (``image`` is the first); ``losses`` the objective's terms per
+    image at its output (``loss`` is the first: ``total``, ``content``, ``style``, ``tv``,
+    ``style/<layer>``); ``history`` the batch-mean J at every iteration.
+    """
+
+    images: np.ndarray
+    losses: list[dict]
+    iterations: int
+    seconds: float
+    s_per_iter: float | None
+    interrupted: bool = False
+    diverged: bool = False
+    history: list[float] = field(default_factory=list)
+    per_scale: list[dict] = field(default_factory=list)
+    objective: dict = field(default_factory=dict)
+    options: Options | None = None
+
+    @property
+    def image(self) -> np.ndarray:
+        """The first (usually the only) output u8[H, W, 3]."""
+        return self.images[0]
+
+    @property
+    def loss(self) -> dict:
+        """The objective's terms for :attr:`image`."""
+        return self.losses[0]
+
+
+def check_image(image, what: str) -> np.ndarray:
+    """An RGB image u8[..., H, W, 3], or float pixels in [0, 255], as u8 (rounded).
+
+    Refuses other shapes and dtypes, non-finite or out-of-range floats, and float images that
+    look like [0, 1] (all values <= 1): multiply those by 255.
+    """
+    try:
+        a = np.asarray(image)
+    except Exception as exc:  # noqa: BLE001 - anything numpy cannot take
+        raise StylejaxError(f"{what}: not an array ({type(image).__name__}: {exc})") from None
+    if a.ndim < 3 or a.shape[-1] != 3 or min(a.shape[-3:-1], default=0) < 1:
+        raise StylejaxError(f"{what} must be an RGB image u8[H, W, 3] (0-255), got shape {a.shape}")
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == np.bool_ or not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise StylejaxError(f"{what} must be uint8 or float pixels 0-255, got dtype {a.dtype}")
+    f = a.astype(np.float64)
+    if not np.isfinite(f).all() or f.min() < 0 or f.max() > 255:
+        raise StylejaxError(f"{what}: pixel values must be finite and within [0, 255], "
+                            f"got [{np.nanmin(f):.4g}, {np.nanmax(f):.4g}]")
+    if np.issubdtype(a.dtype, np.floating) and 0 < f.max() <= 1.0:
+        raise StylejaxError(f"{what}: float pixels are all <= 1; stylejax takes 0-255 values, "
+                            f"so multiply a [0, 1] image by 255")
+    return to_uint8(f)
+
+
+def transfer(content, style_or_styles, *, weights: Weights | str = "vgg16", options: Options | None = None,
+             preset: str | None = None, key: jax.Array | None = None, init_image=None,
+             callback: Callback | None = None, temporal_target: dict | None = None, **overrides) -> Result:
+    """Style ``content`` u8[H, W, 3] (or float pixels 0-255) with one style image or a list.
+
+    ``overrides`` are :class:`stylejax.style.config.Options` fields (the CLI's options,
+    underscored, with the same defaults); ``preset`` (``"classic"``) sets several at once and
+    explicit overrides win over it; or pass a whole ``options`` object (overrides still apply). ``optimizer`` may be a name (``lbfgs``, ``adam``, ``gd``) or an
+    ``optax.GradientTransformation``. ``weights`` is a loaded :class:`Weights` or a set name.
+    ``key`` seeds ``init="random"`` (default ``PRNGKey(seed)``); ``init_image`` u8[H, W, 3] is
+    used when ``init`` is a path. ``callback`` gets a :class:`stylejax.progress.Progress`
+    after every compiled call; a ``KeyboardInterrupt`` (Ctrl-C, or raised by the callback) stops
+    the run and returns the best image so far with ``interrupted=True``.
+    ``temporal_target`` (video, :mod:`stylejax.video`): ``{"image": f32[H, W, 3], "mask":
+    f32[H, W], "weight": float}`` at the output size adds ``weight * Jt``
+    (:func:`stylejax.temporal.temporal_loss`) to the objective; the weight is traced.
+    """
+    content = check_image(content, "content")
+    if content.ndim != 3:
+        raise StylejaxError(f"content must be one image u8[H, W, 3], got shape {content.shape}; "
+                            "use transfer_batch for a batch")
+    if temporal_target is not None:
+        temporal_target = {"image": np.asarray(temporal_target["image"], np.float32)[None],
+                           "mask": np.asarray(temporal_target["mask"], np.float32)[None],
+                           "weight": temporal_target["weight"]}
+    return transfer_batch(content[None], style_or_styles, weights=weights, options=options, preset=preset,
+                          key=key, init_image=init_image, callback=callback, temporal_target=temporal_target,
+                          **overrides)
+
+
+def transfer_batch(contents, style_or_styles, *, weights: Weights | str = "vgg16", options: Options | None = None,
+                   preset: str | None = None, key: jax.Array | None = None, init_image=None,
+                   callback: Callback | None = None, temporal_target: dict | None = None,
+                   **overrides) -> Result:
+    """Style a batch of same-size contents u8[B, H, W, 3]; each gets its own optimiser state.
+
+    Options as :func:`transfer`; image ``b`` of a random init uses ``fold_in(key, b)``;
+    ``temporal_target`` holds ``image`` f32[B, H, W, 3] and ``mask`` f32[B, H, W].
+    """
+    from stylejax.weights import load
+
+    contents = check_image(contents, "contents")
+    if contents.ndim != 4:
+        raise StylejaxError(f"contents must be a batch u8[B, H, W, 3], got shape {contents.shape}")
+    styles = [style_or_styles] if _is_one_image(style_or_styles) else list(style_or_styles)
+    styles = [check_image(s, f"style {i + 1}") for i, s in enumerate(styles)]
+    if any(s.ndim != 3 for s in styles):
+        raise StylejaxError("each style must be one image u8[H, W, 3]")
+    w = weights if isinstance(weights, Weights) else load(weights)
+    if options is not None and preset is not None:
+        raise StylejaxError("give either options or preset, not both")
+    options = resolve(preset, **overrides) if options is None else override(options, **overrides)
+    s = validate(options, w.arch, len(styles))
+    if s.init not in ("content", "random"):
+        if init_image is None:
+            raise StylejaxError(f"init {s.init!r}: give init_image (or use init='content' / 'random')")
+        init_image = check_image(init_image, "init image")
+    return _run(w, contents, styles, s, jax.random.PRNGKey(s.seed) if key is None else key, init_image, callback,
+                temporal_target)
+
+
+def _is_one_image(value) -> bool:
+    return isinstance(value, np.ndarray | jax.Array) or (
+        isinstance(value, (list, tuple)) and len(value) > 0 and np.ndim(value[0]) < 3)
+
+
+def spec_of(s: Options) -> Spec:
+    """The static objective of validated options."""
+    return Spec(tuple(s.content_layers), tuple(s.style_layers), s.pooling, "auto", s.precision,
+                bool(s.normalize_gradients), s.swag, s.style_loss, bool(s.luminance_only))
+
+
+def loss_weights(w: Weights, spec: Spec, s: Options, output_shape: tuple[int, int]) -> LossWeights:
+    """alpha, beta, gamma, lambdas of validated options at the output size (H, W)."""
+    user = s.style_layer_weights or (1.0 / len(spec.style_layers),) * len(spec.style_layers)
+    if s.weight_units == "neural-style":
+        alpha, beta, lambdas = objective.neural_style_weights(w, spec, output_shape, s.content_weight, s.style_weight)
+        user = s.style_layer_weights or (1.0,) * len(lambdas)
+        return LossWeights.of(alpha, beta, s.tv_weight, [l * u for l, u in zip(lambdas, user)])
+    return LossWeights.of(s.content_weight, s.style_weight, s.tv_weight, user)
+
+
+def _run(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray], s: Options, key: jax.Array,
+         init_image, callback: Callback | None, temporal_target: dict | None = None) -> Result:
+    spec = spec_of(s)
+    if temporal_target is not None:
+        spec = dataclasses.replace(spec, temporal=True)
+    tx = direction(s.optimizer, s.lbfgs_memory) if isinstance(s.optimizer, str) else s.optimizer
+    lr = jnp.asarray(s.learning_rate if isinstance(s.optimizer, str) else 1.0, jnp.float32)
+    blend = np.asarray(s.style_blend or [1.0] * len(styles), np.float64)
+    blend = jnp.asarray(blend / blend.sum(), jnp.float32)
+    batch = contents.shape[0]
+    out_shape = np.asarray(resize_longest(contents[0], s.sizes[-1])).shape[:2]
+    lw = loss_weights(w, spec, s, out_shape)
+    if temporal_target is not None:
+        lw = lw._replace(temporal=jnp.asarray(temporal_target["weight"], jnp.float32))
+    hyper = Hyper(lw, lr)
+    total = s.iters * len(s.sizes)
+    done, history, per_scale = 0, [], []
+    state, targets, content_px = None, None, None
+    interrupted = diverged = False
+    t_start = time.perf_counter()
+    try:
+        for size in s.sizes:
+            content_px = np.stack([np.asarray(resize_longest(c, size)) for c in contents]).astype(np.float32)
+            targets = _scale_targets(w, spec, s, content_px, styles, blend, size)
+            if temporal_target is not None:
+                targets = {**targets, "temporal": _temporal_at(temporal_target, content_px.shape[1:3])}
+            x = (_initial(s, content_px, key, init_image, w.preprocessing) if state is None else
+                 jax.image.resize(state.best_x, (batch, *content_px.shape[1:3], state.best_x.shape[-1]), "bilinear"))
+            state = _shard_batch(init_state(tx, x, _term_names(spec)), batch)
+            targets = _shard_batch(targets, batch)
+            call_times: list[float] = []
+            k = 0
+            while k < s.iters and not diverged:
+                n = min(s.steps_per_call, s.iters - k)
+                t0 = time.perf_counter()
+                state, values = steps(w, hyper, state, targets, spec=spec, tx=tx, k=n)
+                values = np.asarray(values)  # the one host read per call: f32[B, n]
+                call_times.append((time.perf_counter() - t0) / n)
+                finite = np.isfinite(values).all(axis=0)
+                n_ok = int(np.argmin(finite)) if not finite.all() else n
+                history.extend(values.mean(axis=0)[:n_ok].tolist())
+                diverged = n_ok < n
+                k += n_ok
+                done += n_ok
+                if callback is not None:
+                    callback(Progress(done, total, "it", history[-1] if history else None, {"size": size},
+                                      functools.partial(_finish_best, state, content_px, s)))
+            if not diverged:
+                state = settle(w, lw, state, targets, spec=spec)
+            steady = call_times[1:] or call_times
+            per_scale.append({"size": size, "shape": list(content_px.shape[1:3]), "iterations": k,
+                              "s_per_iter": float(np.median(steady)) if steady else None,
+                              "first_call_s": call_times[0] if call_times else None})
+            if diverged:
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+        if state is None:
+            raise
+    if not np.isfinite(np.asarray(state.best_loss)).all():
+        raise StylejaxError("the objective was not finite at any iterate; lower lr or the loss weights")
+    seconds = time.perf_counter() - t_start
+    best_terms = jax.device_get(state.best_terms)
+    losses = [{k: float(v[b]) for k, v in best_terms.items()} for b in range(batch)]
+    return Result(images=_finish(state.best_x, content_px, s), losses=losses, iterations=done, seconds=seconds,
+                  s_per_iter=per_scale[-1]["s_per_iter"] if per_scale else None, interrupted=interrupted,
+                  diverged=diverged, history=history, per_scale=per_scale,
+                  objective={**lw.to_dict(spec), "content_layers": list(spec.content_layers),
+                             "style_loss": spec.style_loss, "weight_units": s.weight_units,
+                             "optimized": "luminance Y (0-255)" if s.luminance_only else "pixels (RGB 0-255)"},
+                  options=s)
+
+
+def _term_names(spec: Spec) -> tuple[str, ...]:
+    return ("total", "content", "style", "tv", *(("temporal",) if spec.temporal else ()),
+            *(f"style/{l}" for l in spec.style_layers))
+
+
+def _temporal_at(temporal_target: dict, hw: tuple[int, int]) -> dict:
+    """The temporal target's image f32[B, H, W, 3] and mask f32[B, H, W] resized (bilinear) to ``hw``."""
+    image = jnp.asarray(temporal_target["image"], jnp.float32)
+    mask = jnp.asarray(temporal_target["mask"], jnp.float32)
+    if image.shape[1:3] != tuple(hw):
+        image = jax.image.resize(image, (image.shape[0], *hw, 3), "bilinear")
+        mask = jax.image.resize(mask, (mask.shape[0], *hw), "bilinear")
+    return {"image": image, "mask": mask}
+
+
+def _shard_batch(tree, batch: int):
+    """Split every leaf's leading (batch) axis over the local devices when it divides evenly.
+
+    ``steps`` then runs data-parallel (jit follows the input sharding); with one device, or a
+    batch the device count does not divide, the tree is returned unchanged.
+    """
+    devices = jax.local_devices()
+    if len(devices) < 2 or batch % len(devices):
+        return tree
+    mesh = Mesh(np.array(devices), ("batch",))
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec("batch")))
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _targets(w: Weights, content: jax.Array, styles: tuple[jax.Array, ...], blend: jax.Array, *, spec: Spec):
+    """Targets per content: content f32[B, H, W, 3], styles f32[B, Hs, Ws, 3] each (per content)."""
+    return jax.vmap(lambda c, *ss: objective.targets(w, spec, c, ss, blend))(content, *styles)
+
+
+def _scale_targets(w: Weights, spec: Spec, s: Options, content_px: np.ndarray, styles: Sequence[np.ndarray],
+                   blend: jax.Array, size: int):
+    """Targets for contents f32[B, H, W, 3] at one scale (styles resized by style_scale, colour
+    matched per content when asked)."""
+    style_size = max(1, int(math.ceil(s.style_scale * size)))
+    styled = []
+    for style in styles:
+        sp = jnp.asarray(np.asarray(resize_longest(style, style_size)), jnp.float32)
+        per_content = []
+        for c in content_px:
+            si = color.match_color(sp, c) if s.match_histogram else sp
+            if s.luminance_only:
+                si = color.gray3(color.match_luminance(color.luminance(si), color.luminance(c)))
+            per_content.append(si)
+        styled.append(jnp.stack(per_content))
+    content_in = jnp.asarray(content_px)
+    if s.luminance_only:
+        content_in = color.gray3(color.luminance(content_in))
+    return _targets(w, content_in, tuple(styled), blend, spec=spec)
+
+
+def _initial(s: Options, content_px: np.ndarray, key: jax.Array, init_image, convention: str) -> jax.Array:
+    """Starting variable f32[B, H, W, 1|3] in pixels."""
+    batch, h, wd, _ = content_px.shape
+    if s.init == "content":
+        x = jnp.asarray(content_px)
+    elif s.init == "random":
+        mean = deprocess(jnp.zeros((3,)), convention)
+        noise = jnp.stack([jax.random.normal(jax.random.fold_in(key, b), (h, wd, 3)) for b in range(batch)])
+        x = mean + s.init_noise * noise
+    else:
+        img = resize_to(np.asarray(init_image, np.uint8), h, wd).astype(np.float32)
+        x = jnp.broadcast_to(jnp.asarray(img), (batch, h, wd, 3))
+    if s.luminance_only:
+        x = color.luminance(x)
+    return jnp.asarray(x, jnp.float32)
+
+
+def _finish(x: jax.Array, content_px: np.ndarray, s: Options) -> np.ndarray:
+    """Variable -> u8[B, H, W, 3] output, with colour handling."""
+    if s.luminance_only:
+        rgb = color.with_luminance(x, jnp.asarray(content_px))
+    elif s.original_colors:
+        rgb = color.original_colors(x, jnp.asarray(content_px))
+    else:
+        rgb = x
+    return to_uint8(np.asarray(rgb))
+
+
+def _finish_best(state, content_px: np.ndarray, s: Options) -> np.ndarray:
+    """The best image so far, u8[H, W, 3] (the first of the batch), for snapshots."""
+    return _finish(state.best_x, content_px, s)[0]
+
+
+__all__ = ["Result", "check_image", "loss_weights", "spec_of", "transfer", "transfer_batch"]
