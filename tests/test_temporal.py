@@ -115,3 +115,27 @@ def test_bad_inputs_are_refused():
         temporal.warp(jnp.zeros((16, 16, 3)), jnp.zeros((16, 16, 3)))
     with pytest.raises(ValueError, match="temporal_loss needs"):
         temporal.temporal_loss(jnp.zeros((4, 4, 3)), jnp.zeros((4, 4, 3)), jnp.zeros((4, 3)))
+
+
+def test_engine_objective_adds_the_term_with_a_traced_weight(vgg16, photo):
+    """J with Spec.temporal = J without + lambda_t * sum c (x - w)^2 (numpy), for two lambda_t
+    values through one compiled function."""
+    from stylejax.style import objective
+
+    spec = objective.Spec(("conv1_2",), ("conv1_1",), temporal=True)
+    plain = objective.Spec(("conv1_2",), ("conv1_1",))
+    content = jnp.asarray(photo[:16, :16], jnp.float32)
+    style = jnp.asarray(photo[40:56, 60:76], jnp.float32)
+    x = jnp.asarray(photo[2:18, 3:19], jnp.float32)
+    image = np.asarray(photo[1:17, 1:17], np.float64)
+    mask = (np.arange(16 * 16).reshape(16, 16) % 3 > 0).astype(np.float64)
+    targets = objective.targets(vgg16, plain, content, [style], jnp.ones((1,), jnp.float32))
+    with_t = {**targets, "temporal": {"image": jnp.asarray(image, jnp.float32), "mask": jnp.asarray(mask, jnp.float32)}}
+    total = jax.jit(lambda lw, t: objective.loss_terms(vgg16, spec, lw, x, t)[1])
+    base = float(objective.loss_terms(vgg16, plain, objective.LossWeights.of(1.0, 10.0, 0.0, [1.0]), x, targets)[0])
+    jt = np.sum(mask[..., None] * (np.asarray(x, np.float64) - image) ** 2)
+    for lam in (0.5, 3.0):
+        terms = total(objective.LossWeights.of(1.0, 10.0, 0.0, [1.0], temporal=lam), with_t)
+        np.testing.assert_allclose(float(terms["temporal"]), jt, rtol=1e-5)
+        np.testing.assert_allclose(float(terms["total"]), base + lam * jt, rtol=1e-5)
+    assert total._cache_size() == 1
