@@ -77,8 +77,11 @@ def main(argv=None) -> int:
         print(f"lecture_figure: error: {exc}", file=sys.stderr)
         return 1
 
-    results = scan_layers(args.data, w, {name: None for name in layers}, top=args.top, size=args.size,
-                          batch=args.batch, state_dir=out, resume=True)
+    from stylejax.cli.common import progress_callback
+
+    with progress_callback(f"scan {','.join(layers)}") as progress:
+        results = scan_layers(args.data, w, {name: None for name in layers}, top=args.top, size=args.size,
+                              batch=args.batch, state_dir=out, resume=True, progress=progress)
     any_result = next(iter(results.values()))
     timing = {"images": any_result.images, "skipped": len(any_result.skipped),
               "scan_seconds": round(any_result.seconds, 2), "compile_seconds": round(any_result.compile_seconds, 2),
@@ -95,7 +98,7 @@ def main(argv=None) -> int:
         layer_dir = out / name
         layer_dir.mkdir(exist_ok=True)
         write_json(layer_dir / "patches.json", report)  # all units
-        shown = {**report, "units": {u: report["units"][u] for u in units}}
+        shown = results[name].select([int(u) for u in units])  # the typed result, these units only
         projection = None if args.projection == "none" else args.projection
         tiles = grids.unit_tiles(shown, args.data, args.tile, weights=w, projection=projection)
         grids.write_pictures(shown, args.data, layer_dir, tile=args.tile, projection=projection, tiles=tiles)

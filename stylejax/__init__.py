@@ -21,6 +21,7 @@ from stylejax.activations import feature_shapes, features
 from stylejax.errors import StylejaxError
 from stylejax.interpret.projection import project_unit, projection_of
 from stylejax.interpret.receptive_field import RF, of_layer as receptive_field
+from stylejax.interpret.scan import scan_arrays
 from stylejax.losses import (content_loss, gram, layer_stats, normalized_gram, style_layer_loss, style_loss,
                              total_loss, tv_loss)
 from stylejax.models import archs
@@ -47,6 +48,6 @@ def load_weights(name_or_file: str | os.PathLike = "vgg16", *, arch: str | None 
 __all__ = [
     "DEFAULTS", "PRESETS", "RF", "LossWeights", "Options", "Progress", "Result", "Spec", "StylejaxError", "Weights",
     "archs", "content_loss", "feature_shapes", "features", "gram", "layer_stats", "lbfgs", "load_weights",
-    "loss_terms", "normalized_gram", "project_unit", "projection_of", "receptive_field", "style_layer_loss",
+    "loss_terms", "normalized_gram", "project_unit", "projection_of", "receptive_field", "scan_arrays", "style_layer_loss",
     "style_loss", "style_targets", "total_loss", "transfer", "transfer_batch", "tv_loss",
 ]

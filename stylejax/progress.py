@@ -12,13 +12,14 @@ from typing import Any, NamedTuple
 
 
 class Progress(NamedTuple):
-    """``done`` of ``total`` units (``unit``: "it", "image", ...); ``loss``: the latest objective
+    """``done`` of ``total`` units (``total`` None while not known, e.g. a folder still being
+    walked; ``unit``: "it", "image", "file", ...); ``loss``: the latest objective
     value where there is one; ``info``: a few more named figures for a bar's postfix;
     ``image``: where the run has one, a zero-argument function returning the current result
     u8[H, W, 3] (called only when needed, e.g. for snapshots)."""
 
     done: int
-    total: int
+    total: int | None
     unit: str = "it"
     loss: float | None = None
     info: dict[str, Any] = {}

@@ -204,3 +204,25 @@ def test_readme_python_example_runs_as_written(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600,
                        env={**os.environ, "PYTHONPATH": ROOT})
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_transfer_takes_an_optax_optimiser(w, pair):
+    import optax
+
+    content, style = pair
+    r = stylejax.transfer(content, style, weights=w, size=32, iters=4, optimizer=optax.adam(8.0))
+    assert r.loss["total"] < r.history[0] and r.options.to_dict()["optimizer"] == "optax"
+
+
+def test_cli_python_and_presets_share_one_source_of_defaults():
+    from stylejax.cli import build_parser
+    from stylejax.cli.transfer_cmd import options_of
+    from stylejax.style import config
+
+    args = build_parser().parse_args(["transfer", "c.png", "s.png", "-o", "o.png"])
+    assert options_of(args) == config.DEFAULTS == stylejax.Options()
+    classic = options_of(build_parser().parse_args(["transfer", "c.png", "s.png", "-o", "o.png",
+                                                    "--preset", "classic", "--iters", "7"]), "classic")
+    assert classic == config.resolve("classic", iters=7) and classic.weight_units == "neural-style"
+    demo = build_parser().parse_args(["demo", "-o", "o.png"])
+    assert options_of(demo, base=config.DEMO) == config.resolve(None, **config.DEMO)

@@ -199,7 +199,7 @@ def test_interrupted_scan_resumes_to_the_same_result(vgg16, folder, tmp_path):
     with np.load(out / STATE_FILE) as z:
         meta = json.loads(bytes(z["meta"]).decode())
     assert 0 < meta["images"] < 12
-    with pytest.raises(Exception, match="--resume"):
+    with pytest.raises(Exception, match="unfinished scan; resume it"):
         scan_layers(folder, vgg16, layers, state_dir=out, **kwargs)
     with pytest.raises(Exception, match="other settings"):
         scan(folder, vgg16, "conv1_2", [0, 5], state_dir=out, resume=True, **kwargs)
@@ -233,3 +233,111 @@ def test_two_devices_give_the_same_result(vgg16, folder, tmp_path):
                [(e["image"], e["y"], e["x"], e["box"]) for e in entries]
         np.testing.assert_allclose([e["activation"] for e in other], [e["activation"] for e in entries],
                                    rtol=1e-5)
+
+
+def test_progress_records_and_no_output(vgg16, folder, capfd):
+    from stylejax.progress import Progress
+
+    seen: list[Progress] = []
+    scan(folder, vgg16, "conv1_1", [0, 1], top=2, size=32, batch=5, progress=seen.append)
+    assert capfd.readouterr().err == "" and capfd.readouterr().out == ""  # the library never prints
+    assert seen and all(isinstance(p, Progress) and p.total is None and p.unit == "file" for p in seen)
+    assert [p.done for p in seen] == sorted(p.done for p in seen)
+    assert seen[-1].done == 14  # 12 images + 2 unreadable files
+
+
+def test_library_does_not_import_the_cli():
+    code = ("import sys, stylejax.interpret.scan, stylejax.interpret.grids, stylejax.distributed, "
+            "stylejax.progress; sys.exit(any(m.startswith('stylejax.cli') for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=120).returncode == 0
+
+
+def test_scan_arrays_equals_the_folder_scan(vgg16, folder):
+    from stylejax.interpret.scan import scan_arrays
+
+    layers = {"conv1_2": [0, 5, 33], "conv2_1": [1, 2, 100]}
+    full = scan_layers(folder, vgg16, layers, top=4, size=SIZE, batch=4)
+    files, images = [], []
+    for path in dataset.walk_files(folder):
+        try:
+            images.append(dataset.load_square(path, SIZE))
+            files.append(path.relative_to(folder).as_posix())
+        except Exception:  # noqa: BLE001 - the two unreadable files
+            continue
+    stack = np.stack(images)
+    for pixels in (stack, stack.astype(np.float32)):  # u8 and f32 in 0..255 give the same result
+        batches = [pixels[:5], pixels[5:6], pixels[6:]]  # uneven batches: split/padded to one shape
+        tops = scan_arrays(iter(batches), vgg16, layers, top=4, batch=3)
+        for name, units in layers.items():
+            got, want = tops[name], full[name].patches()
+            assert got.units == tuple(units) and got.images == 12 and got.input_shape == (SIZE, SIZE)
+            boxes = got.boxes()
+            for row, unit in enumerate(units):
+                assert [files[i] for i in got.top.index[row]] == [p.image for p in want[unit]]
+                assert got.top.y[row].tolist() == [p.y for p in want[unit]]
+                assert got.top.x[row].tolist() == [p.x for p in want[unit]]
+                assert [tuple(b) for b in boxes[row].tolist()] == [p.box for p in want[unit]]
+                np.testing.assert_allclose(got.top.values[row], [p.activation for p in want[unit]], rtol=1e-5)
+
+
+def test_scan_arrays_refuses_bad_batches(vgg16):
+    from stylejax.errors import StylejaxError
+    from stylejax.interpret.scan import scan_arrays
+
+    good = np.zeros((2, 32, 32, 3), np.uint8)
+    cases = [([], "no batches"), ([good[0]], r"\[N, H, W, 3\]"), ([good[..., :1]], r"\[N, H, W, 3\]"),
+             ([good.astype(np.int64)], "uint8 or float"), ([np.full((1, 32, 32, 3), 0.5, np.float32)], "0..1"),
+             ([np.full((1, 32, 32, 3), 300.0)], "0..255"), ([good, np.zeros((1, 40, 40, 3), np.uint8)], "one size"),
+             ([good[:0]], "no images")]
+    for batches, message in cases:
+        with pytest.raises(StylejaxError, match=message):
+            scan_arrays(batches, vgg16, {"conv1_1": [0]})
+    with pytest.raises(StylejaxError, match="outside conv1_1"):
+        scan_arrays([good], vgg16, {"conv1_1": [64]})
+    assert isinstance(StylejaxError("x"), Exception)
+
+
+def test_class_folder_tree(vgg16, tmp_path):
+    """ImageNet's layout, train/WNID/*.JPEG, scanned as it is (copies of real images)."""
+    src = sorted(data_path("imagenet-sample").glob("*.jpg"))[:8]
+    root = tmp_path / "train"
+    for path in src:
+        wnid = path.name.split("_")[0]
+        (root / wnid).mkdir(parents=True)
+        for j in range(2 if wnid == src[0].name.split("_")[0] else 1):  # one class with two images
+            (root / wnid / f"{wnid}_{j}.JPEG").write_bytes(path.read_bytes())
+    layer, units = "conv1_2", [3, 17, 40]
+    result = scan(root, vgg16, layer, units, top=3, size=SIZE, batch=4)
+    report = result.report()
+    assert report["images"] == 9 and report["skipped"] == []
+    ref, n = _torch_reference(vgg16, root, layer, units, 3)
+    assert n == 9
+    for u in units:
+        for (ref_image, ref_map), entry in zip(ref[u], report["units"][str(u)]):
+            assert entry["activation"] == pytest.approx(ref_map.max(), abs=1e-4 * max(1.0, ref_map.max()))
+            assert entry["image"].count("/") == 1 and entry["image"].endswith(".JPEG")
+    # The duplicate image of the first class: the earlier file wins the tie, the copy follows it.
+    first = src[0].name.split("_")[0]
+    for entries in report["units"].values():
+        names = [e["image"] for e in entries]
+        if f"{first}/{first}_1.JPEG" in names:
+            assert names.index(f"{first}/{first}_0.JPEG") == names.index(f"{first}/{first}_1.JPEG") - 1
+
+
+def test_pictures_from_a_saved_report(vgg16, folder, tmp_path):
+    from stylejax.interpret import grids
+    from stylejax.interpret.scan import ScanResult
+
+    result = scan(folder, vgg16, "conv1_1", [0, 9], top=3, size=32, batch=4)
+    report = json.loads(json.dumps(result.report()))
+    again = ScanResult.from_report(report)
+    assert again.report()["units"] == report["units"] and again.select([9]).unit_ids == (9,)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = grids.write_pictures(result, None, tmp_path / "a", tile=16)  # the scanned folder from the result
+    b = grids.write_pictures(report, folder, tmp_path / "b", tile=16)
+    assert [p.name for p in a] == [p.name for p in b] == ["conv1_1.png", "0.png", "9.png", "index.html"]
+    for pa, pb in zip(a[:-1], b[:-1]):
+        assert pa.read_bytes() == pb.read_bytes()
+    html = a[-1].read_text()  # the timing line differs by rounding only; the tables are the same
+    assert html[html.index("<section"):] == b[-1].read_text()[b[-1].read_text().index("<section"):]

@@ -344,3 +344,15 @@ def test_module_does_not_import_torch() -> None:
 
     code = "import sys, stylejax.weightfiles; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_read_safetensors_float32_and_bfloat16(tmp_path, rng):
+    import jax.numpy as jnp
+    from safetensors.flax import save_file
+
+    a = rng.normal(size=(3, 4)).astype(np.float32)
+    save_file({"a": jnp.asarray(a), "b": jnp.asarray(a, jnp.bfloat16)}, str(tmp_path / "w.safetensors"))
+    got = read_safetensors(tmp_path / "w.safetensors")
+    np.testing.assert_array_equal(got["a"], a)
+    assert got["b"].dtype == np.float32
+    np.testing.assert_allclose(got["b"], a, rtol=1e-2)  # bfloat16 keeps 8 bits of mantissa

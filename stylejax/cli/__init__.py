@@ -45,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "handler", None) is None:
         parser.print_help()
         return 0 if args.command is None else 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to re-run the command as a child
     return run_guarded(args.handler, args)
 
 

@@ -14,6 +14,7 @@ from stylejax.cli.common import (
     positive_float,
     positive_int,
     progress_bar,
+    progress_callback,
 )
 from stylejax.errors import StylejaxError
 
@@ -96,9 +97,10 @@ def run(args: argparse.Namespace) -> int | None:
         bars[stage].update(advance)
 
     try:
-        doc = atlas.build(folder, w, layers, out, options=options, resume=args.resume, batch=args.batch,
-                          checkpoint_seconds=args.checkpoint_every, workers=args.workers,
-                          scan_progress=not args.quiet, progress=progress)
+        with progress_callback(f"scan {','.join(args.layers)}", args.quiet) as scan_progress:
+            doc = atlas.build(folder, w, layers, out, options=options, resume=args.resume, batch=args.batch,
+                              checkpoint_seconds=args.checkpoint_every, workers=args.workers,
+                              scan_progress=scan_progress, progress=progress)
     except KeyboardInterrupt:
         print(f"stylejax: error: interrupted; finished parts are kept in {out}, rerun with --resume to continue",
               file=sys.stderr, flush=True)

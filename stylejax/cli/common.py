@@ -7,11 +7,13 @@ import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from stylejax.errors import StylejaxError
 from stylejax.images import atomic_write
+from stylejax.progress import Callback, Progress
 
 
 class Parser(argparse.ArgumentParser):
@@ -106,6 +108,30 @@ def progress_bar(total: int, desc: str, unit: str = "it", quiet: bool = False):
 
     return tqdm(total=total, desc=desc, unit=unit, disable=quiet, file=sys.stderr,
                 dynamic_ncols=True, leave=False)
+
+
+@contextmanager
+def progress_callback(desc: str, quiet: bool = False) -> Iterator[Callback]:
+    """A :data:`stylejax.progress.Callback` drawn as a :func:`progress_bar` labelled ``desc``
+    (made on the first record, from its ``unit`` and ``total``; a None total shows a count and a
+    rate)."""
+    bar = None
+
+    def update(p: Progress) -> None:
+        nonlocal bar
+        if quiet:
+            return
+        if bar is None:
+            bar = progress_bar(p.total, desc, unit=p.unit)
+        if p.total != bar.total:
+            bar.total = p.total
+        bar.update(p.done - bar.n)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def fail(message: str, code: int = 1) -> int:

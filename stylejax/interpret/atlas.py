@@ -136,8 +136,8 @@ def _check_site(out: Path, resume: bool) -> bool:
         if not out.is_dir():
             raise StylejaxError(f"output {out} exists and is not a folder")
         if not resume and any(out.iterdir()):
-            raise StylejaxError(f"output folder {out} is not empty; pass --resume to continue the atlas "
-                                "in it, or choose a new folder")
+            raise StylejaxError(f"output folder {out} is not empty; resume the atlas in it "
+                                "(resume=True; --resume on the command line) or choose a new folder")
         return False
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():

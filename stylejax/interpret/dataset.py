@@ -1,7 +1,8 @@
 """Streaming image input for scans over folders of any size.
 
 * :func:`walk_files` yields the files of a tree lazily, in a deterministic order (names sorted
-  within each folder, depth first, hidden entries skipped), so a scan's position is one integer.
+  within each folder, depth first, hidden entries skipped), so a scan's position is one integer
+  and a scan walks the tree once, as it goes.
 * :func:`load_square` decodes one file to ``u8[size, size, 3]``: shorter side resized to ``size``
   (Lanczos), then the centre ``size x size`` crop; an image already ``size x size`` is used as is.
   JPEGs are decoded at a reduced scale (libjpeg DCT scaling) when they are much larger than needed.
@@ -55,11 +56,6 @@ def walk_files(root: str | os.PathLike, exclude: Iterable[str | os.PathLike] = (
             except OSError:
                 continue
         stack.extend(reversed(subfolders))
-
-
-def count_files(root: str | os.PathLike, exclude: Iterable[str | os.PathLike] = ()) -> int:
-    """Number of files :func:`walk_files` yields (a fast metadata-only walk)."""
-    return sum(1 for _ in walk_files(root, exclude))
 
 
 def square_crop(img: Image.Image, size: int) -> Image.Image:

@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 from stylejax.images import atomic_write
 from stylejax.interpret import dataset
 from stylejax.interpret.receptive_field import RF, box
+from stylejax.interpret.scan import ScanResult
 
 GREY = 128
 BACKGROUND = (255, 255, 255)
@@ -101,41 +102,49 @@ def _load_images(root: Path, names: Sequence[str], size: int) -> dict[str, np.nd
     return images
 
 
-def unit_tiles(report: Mapping, root: str | os.PathLike, tile: int, *, weights=None,
-               projection: str | None = None, images: dict[str, np.ndarray] | None = None,
-               ) -> dict[str, tuple[list[np.ndarray], list[np.ndarray]]]:
-    """``{unit: (patch tiles, projection tiles)}`` for every unit of a ``patches.json`` report."""
-    rf = RF(report["layer"], report["receptive_field"]["size"], report["receptive_field"]["jump"],
-            report["receptive_field"]["start"])
-    size = report["size"]
-    names = sorted({e["image"] for entries in report["units"].values() for e in entries})
-    images = images if images is not None else _load_images(Path(root), names, size)
+def _typed(result: ScanResult | Mapping) -> ScanResult:
+    """A :class:`ScanResult`; a ``patches.json`` document (read back from disk) is converted."""
+    return result if isinstance(result, ScanResult) else ScanResult.from_report(result)
+
+
+def unit_tiles(result: ScanResult | Mapping, root: str | os.PathLike | None = None, tile: int = 64, *,
+               weights=None, projection: str | None = None, images: dict[str, np.ndarray] | None = None,
+               ) -> dict[int, tuple[list[np.ndarray], list[np.ndarray]]]:
+    """``{unit: (patch tiles, projection tiles)}`` for every unit of a scan.
+
+    ``root`` is the scanned folder (default: the one recorded in the result).
+    """
+    result = _typed(result)
+    rf, size, k = result.rf, result.settings.size, result.settings.top
+    patches = result.patches()
+    names = sorted({p.image for entries in patches.values() for p in entries})
+    images = images if images is not None else _load_images(Path(root or result.settings.root), names, size)
     project_batch = None
     if projection and weights is not None:
         try:
             from stylejax.interpret.projection import project_batch
         except ImportError:
             project_batch = None
-    k = report["top"]
     out = {}
-    for unit, entries in report["units"].items():
-        patches = [to_tile(crop_patch(images[e["image"]], rf, e["y"], e["x"]), tile) for e in entries]
+    for unit, entries in patches.items():
+        tiles = [to_tile(crop_patch(images[e.image], rf, e.y, e.x), tile) for e in entries]
         projs = []
         if project_batch is not None and entries:
             padded = entries + [entries[0]] * (k - len(entries))  # a fixed batch shape: one compile
             signed = np.asarray(project_batch(
-                weights, np.stack([images[e["image"]] for e in padded]), report["layer"],
-                [int(unit)] * k, [e["y"] for e in padded], [e["x"] for e in padded], method=projection))
-            projs = [to_tile(projection_to_u8(crop_patch(signed[i], rf, e["y"], e["x"], fill=0)), tile)
+                weights, np.stack([images[e.image] for e in padded]), result.layer,
+                [int(unit)] * k, [e.y for e in padded], [e.x for e in padded], method=projection))
+            projs = [to_tile(projection_to_u8(crop_patch(signed[i], rf, e.y, e.x, fill=0)), tile)
                      for i, e in enumerate(entries)]
-        out[unit] = (patches, projs)
+        out[unit] = (tiles, projs)
     return out
 
 
-def layer_grid(report: Mapping, tiles: Mapping[str, tuple[list, list]], tile: int, *,
+def layer_grid(result: ScanResult | Mapping, tiles: Mapping[int, tuple[list, list]], tile: int, *,
                units_per_row: int | None = None) -> Image.Image:
     """The lecture figure for one layer: a labelled block per unit (projections left of patches)."""
-    k = report["top"]
+    result = _typed(result)
+    k = result.settings.top
     cols = math.ceil(math.sqrt(k))
     blocks = []
     for unit, (patches, projs) in tiles.items():
@@ -150,8 +159,8 @@ def layer_grid(report: Mapping, tiles: Mapping[str, tuple[list, list]], tile: in
     blocks = [np.pad(b, ((0, shape[0] - b.shape[0]), (0, shape[1] - b.shape[1]), (0, 0)), constant_values=255)
               for b in blocks]
     per_row = units_per_row or math.ceil(math.sqrt(len(blocks)))
-    title = (f"{report['layer']}: top {k} of {report['images']} images per unit "
-             f"(receptive field {report['receptive_field']['size']} px)")
+    title = (f"{result.layer}: top {k} of {result.images} images per unit "
+             f"(receptive field {result.rf.size} px)")
     return mosaic(blocks, per_row, title=title)
 
 
@@ -159,19 +168,22 @@ def _save_png(img: Image.Image, path: Path) -> None:
     atomic_write(path, lambda f: img.save(f, format="PNG"))
 
 
-def write_pictures(report: Mapping, root: str | os.PathLike, out: str | os.PathLike, *, tile: int = 64,
-                   weights=None, projection: str | None = None,
-                   tiles: Mapping[str, tuple[list, list]] | None = None) -> list[Path]:
+def write_pictures(result: ScanResult | Mapping, root: str | os.PathLike | None, out: str | os.PathLike, *,
+                   tile: int = 64, weights=None, projection: str | None = None,
+                   tiles: Mapping[int, tuple[list, list]] | None = None) -> list[Path]:
     """Write ``OUT/<layer>.png``, ``OUT/units/<layer>/<unit>.png`` and ``OUT/index.html``; return the paths.
 
-    ``tiles`` (from :func:`unit_tiles`) skips recomputing the patches and projections.
+    ``result`` is the scan's :class:`ScanResult` (a ``patches.json`` document is converted);
+    ``root`` the scanned folder (None: the one recorded in the result). ``tiles`` (from
+    :func:`unit_tiles`) skips recomputing the patches and projections.
     """
+    result = _typed(result)
     out = Path(out)
-    layer = report["layer"]
+    layer = result.layer
     if tiles is None:
-        tiles = unit_tiles(report, root, tile, weights=weights, projection=projection)
+        tiles = unit_tiles(result, root, tile, weights=weights, projection=projection)
     written = [out / f"{layer}.png"]
-    _save_png(layer_grid(report, tiles, tile), written[0])
+    _save_png(layer_grid(result, tiles, tile), written[0])
     unit_dir = out / "units" / layer
     unit_dir.mkdir(parents=True, exist_ok=True)
     big = max(tile, 96)
@@ -186,47 +198,47 @@ def write_pictures(report: Mapping, root: str | os.PathLike, out: str | os.PathL
         _save_png(Image.fromarray(strip), path)
         written.append(path)
     index = out / "index.html"
-    text = index_html(report, has_projection=any(p for _, p in tiles.values()), projection=projection)
+    text = index_html(result, has_projection=any(p for _, p in tiles.values()), projection=projection)
     atomic_write(index, lambda f: f.write(text.encode()))
     written.append(index)
     return written
 
 
-def index_html(report: Mapping, *, has_projection: bool = False, projection: str | None = None) -> str:
+def index_html(result: ScanResult | Mapping, *, has_projection: bool = False, projection: str | None = None) -> str:
     """A self-contained page: settings, the layer grid, then each unit's patches and table."""
+    result = _typed(result)
     e = html.escape
-    layer = report["layer"]
-    rf = report["receptive_field"]
+    s, layer, rf = result.settings, result.layer, result.rf
+    rate = round(result.images / result.seconds, 2) if result.seconds > 0 else None
     lines = [
         "<!doctype html>", "<meta charset='utf-8'>", f"<title>stylejax patches: {e(layer)}</title>",
         "<style>body{font:14px sans-serif;margin:1em 2em}img{image-rendering:pixelated;max-width:100%}"
         "table{border-collapse:collapse;font-size:12px}td,th{padding:1px 6px;border-bottom:1px solid #ddd}"
         "section{margin:1.5em 0}</style>",
-        f"<h1>{e(layer)}: top {report['top']} images per unit</h1>",
-        f"<p>{report['images']} images scanned under <code>{e(str(report.get('folder', '')))}</code> with "
-        f"{e(report['arch'])} ({e(str(report['weights']))}) at {report['size']}x{report['size']} "
-        f"(shorter side resized, centre crop); receptive field {rf['size']} px, jump {rf['jump']} px; "
-        f"{len(report['skipped'])} files skipped; {report['seconds']} s "
-        f"({report.get('images_per_second')} images/s).</p>",
+        f"<h1>{e(layer)}: top {s.top} images per unit</h1>",
+        f"<p>{result.images} images scanned under <code>{e(s.root)}</code> with "
+        f"{e(s.arch)} ({e(s.weights)}) at {s.size}x{s.size} "
+        f"(shorter side resized, centre crop); receptive field {rf.size} px, jump {rf.jump} px; "
+        f"{len(result.skipped)} files skipped; {round(result.seconds, 3)} s ({rate} images/s).</p>",
     ]
     if has_projection:
         lines.append(f"<p>Left of each block: the {e(str(projection))} projection of the unit's activation "
                      "into pixel space; right: the image patch.</p>")
     lines.append(f"<p><a href='{e(layer)}.png'><img src='{e(layer)}.png' alt='{e(layer)} grid'></a></p>")
-    for unit, entries in report["units"].items():
-        lines.append(f"<section id='u{e(unit)}'><h3>unit {e(unit)}</h3>")
-        lines.append(f"<img src='units/{e(layer)}/{e(unit)}.png' alt='unit {e(unit)}'>")
+    for unit, entries in result.patches().items():
+        lines.append(f"<section id='u{unit}'><h3>unit {unit}</h3>")
+        lines.append(f"<img src='units/{e(layer)}/{unit}.png' alt='unit {unit}'>")
         lines.append("<table><tr><th>#</th><th>image</th><th>activation</th><th>y, x</th>"
                      "<th>box (top, left, bottom, right)</th></tr>")
-        for rank, entry in enumerate(entries, 1):
-            lines.append(f"<tr><td>{rank}</td><td>{e(entry['image'])}</td><td>{entry['activation']:.4g}</td>"
-                         f"<td>{entry['y']}, {entry['x']}</td><td>{', '.join(map(str, entry['box']))}</td></tr>")
+        for rank, p in enumerate(entries, 1):
+            lines.append(f"<tr><td>{rank}</td><td>{e(p.image)}</td><td>{p.activation:.4g}</td>"
+                         f"<td>{p.y}, {p.x}</td><td>{', '.join(map(str, p.box))}</td></tr>")
         lines.append("</table></section>")
-    if report["skipped"]:
-        shown = report["skipped"][:1000]
-        lines.append(f"<h2>Skipped files ({len(report['skipped'])})</h2><ul>")
-        lines += [f"<li>{e(s['file'])}: {e(s['reason'])}</li>" for s in shown]
-        if len(report["skipped"]) > len(shown):
-            lines.append(f"<li>... and {len(report['skipped']) - len(shown)} more (see patches.json)</li>")
+    if result.skipped:
+        shown = result.skipped[:1000]
+        lines.append(f"<h2>Skipped files ({len(result.skipped)})</h2><ul>")
+        lines += [f"<li>{e(x['file'])}: {e(x['reason'])}</li>" for x in shown]
+        if len(result.skipped) > len(shown):
+            lines.append(f"<li>... and {len(result.skipped) - len(shown)} more (see patches.json)</li>")
         lines.append("</ul>")
     return "\n".join(lines) + "\n"

@@ -19,10 +19,9 @@ import io
 import itertools
 import json
 import os
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
@@ -33,11 +32,13 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from stylejax import models
+from stylejax.activations import features
 from stylejax.errors import StylejaxError
 from stylejax.images import atomic_write
 from stylejax.interpret import dataset
 from stylejax.interpret.receptive_field import RF, box, for_arch
-from stylejax.preprocessing import preprocess
+from stylejax.progress import Callback, Progress
+from stylejax.weights import Weights
 
 STATE_FILE = "scan_state.npz"
 STATE_VERSION = 1
@@ -112,12 +113,10 @@ def merge_topk(state: TopK, values: jax.Array, index: jax.Array, y: jax.Array, x
     return TopK(best, jnp.where(jnp.isneginf(best), -1, new_index), pick(state.y, y.T), pick(state.x, x.T))
 
 
-def _step(params, states: tuple[TopK, ...], pixels: jax.Array, index: jax.Array, valid: jax.Array, *,
-          arch: str, convention: str, layers: tuple[str, ...], units: tuple[tuple[int, ...], ...],
-          ) -> tuple[TopK, ...]:
+def _step(w: Weights, states: tuple[TopK, ...], pixels: jax.Array, index: jax.Array, valid: jax.Array, *,
+          layers: tuple[str, ...], units: tuple[tuple[int, ...], ...]) -> tuple[TopK, ...]:
     """One scan step: u8[B, S, S, 3] pixels -> the updated top-K of every scanned layer."""
-    x = preprocess(pixels.astype(jnp.float32), convention)
-    acts = models.get(arch).features(params, x, layers, conv="auto")
+    acts = features(w, pixels, layers, conv="auto")
     out = []
     for state, layer, us in zip(states, layers, units):
         values, y, xs = unit_maxima(acts[layer], us)
@@ -131,14 +130,13 @@ def _step(params, states: tuple[TopK, ...], pixels: jax.Array, index: jax.Array,
 SCAN_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 
 
-def make_step(arch: str, convention: str, layers: Sequence[str], units: Sequence[Sequence[int]],
-              mesh: Mesh) -> Callable:
-    """``step(params, states, pixels, index, valid) -> states`` jitted, the batch sharded over ``mesh``.
+def make_step(layers: Sequence[str], units: Sequence[Sequence[int]], mesh: Mesh) -> Callable:
+    """``step(weights, states, pixels, index, valid) -> states`` jitted, the batch sharded over ``mesh``.
 
     ``states`` is one :class:`TopK` per layer; all layers come from one forward pass.
     """
     rep, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    fn = partial(_step, arch=arch, convention=convention, layers=tuple(layers),
+    fn = partial(_step, layers=tuple(layers),
                  units=tuple(tuple(int(u) for u in us) for us in units))
     return jax.jit(fn, in_shardings=(rep, rep, data, data, data), out_shardings=rep,
                    compiler_options=SCAN_COMPILER_OPTIONS)
@@ -152,20 +150,18 @@ def parse_units(text: str | None, channels: int, layer: str = "layer") -> list[i
     try:
         if ":" in text:
             a, b = text.split(":")
-            lo = int(a) if a.strip() else 0
-            hi = int(b) if b.strip() else channels
-            units = list(range(lo, hi))
-            if not units:
-                raise StylejaxError(f"--units {text}: empty range")
+            units = list(range(int(a) if a.strip() else 0, int(b) if b.strip() else channels))
         else:
             units = [int(item) for item in text.split(",")]
     except ValueError:
-        raise StylejaxError(f"--units {text!r}: expected A:B, a list like 3,7,12, or one number") from None
+        raise StylejaxError(f"units {text!r}: expected A:B, a list like 3,7,12, or one number") from None
+    if not units:
+        raise StylejaxError(f"units {text}: empty range")
     bad = [u for u in units if not 0 <= u < channels]
     if bad:
-        raise StylejaxError(f"--units: unit {bad[0]} is outside {layer}, which has units 0..{channels - 1}")
+        raise StylejaxError(f"unit {bad[0]} is outside {layer}, which has units 0..{channels - 1}")
     if len(set(units)) != len(units):
-        raise StylejaxError(f"--units {text}: repeated unit")
+        raise StylejaxError(f"units {text}: repeated unit")
     return units
 
 
@@ -183,9 +179,23 @@ class Settings:
     preprocessing: str
 
 
+class Patch(NamedTuple):
+    """One entry of a unit's top-K: the image, the unit's maximum there and where it is.
+
+    ``y, x`` index the layer's feature map; ``box`` is the receptive field ``(top, left, bottom,
+    right)`` (half-open) in the scanned ``size x size`` image's pixels, clipped to it.
+    """
+
+    image: str
+    activation: float
+    y: int
+    x: int
+    box: tuple[int, int, int, int]
+
+
 @dataclass
 class ScanResult:
-    """A finished scan: settings, the top-K, and the bookkeeping for the report."""
+    """A finished scan of one layer: settings, the top-K, and the bookkeeping for the report."""
 
     settings: Settings
     layer: str
@@ -200,22 +210,51 @@ class ScanResult:
     compile_seconds: float
     devices: int
 
+    def patches(self) -> dict[int, list[Patch]]:
+        """``{unit: [Patch, ...]}``, best first (fewer than ``top`` when fewer images were read)."""
+        size = self.settings.size
+        values, index, ys, xs = (np.asarray(a) for a in self.state)
+        out: dict[int, list[Patch]] = {}
+        for row, unit in enumerate(self.unit_ids):
+            out[unit] = [Patch(self.paths[int(index[row, j])], float(values[row, j]), int(ys[row, j]),
+                               int(xs[row, j]), box(self.rf, int(ys[row, j]), int(xs[row, j]), size, size))
+                         for j in range(values.shape[1]) if index[row, j] >= 0]
+        return out
+
     def units(self) -> dict[str, list[dict]]:
         """``{"<unit>": [{"image", "activation", "y", "x", "box"}, ...]}``, best first."""
-        s = self.settings
-        values, index, ys, xs = (np.asarray(a) for a in self.state)
-        out: dict[str, list[dict]] = {}
-        for row, unit in enumerate(self.unit_ids):
-            entries = []
-            for j in range(values.shape[1]):
-                if index[row, j] < 0:
-                    continue
-                y, x = int(ys[row, j]), int(xs[row, j])
-                entries.append({"image": self.paths[int(index[row, j])],
-                                "activation": float(values[row, j]), "y": y, "x": x,
-                                "box": list(box(self.rf, y, x, s.size, s.size))})
-            out[str(unit)] = entries
-        return out
+        return {str(unit): [{**p._asdict(), "box": list(p.box)} for p in entries]
+                for unit, entries in self.patches().items()}
+
+    def select(self, units: Sequence[int]) -> ScanResult:
+        """The same result restricted to ``units`` (in that order), e.g. for a figure."""
+        rows = [self.unit_ids.index(int(u)) for u in units]
+        state = TopK(*(np.asarray(a)[rows] for a in self.state))
+        return replace(self, unit_ids=tuple(int(u) for u in units), state=state)
+
+    @classmethod
+    def from_report(cls, report: Mapping) -> ScanResult:
+        """Rebuild the typed result from a ``patches.json`` document (as :meth:`report` wrote it)."""
+        try:
+            units = tuple(int(u) for u in report["units"])
+            k = int(report["top"])
+            names = sorted({e["image"] for entries in report["units"].values() for e in entries})
+            ordinal = {name: i for i, name in enumerate(names)}
+            state = init_topk(len(units), k)
+            for row, entries in enumerate(report["units"].values()):
+                for j, e in enumerate(entries[:k]):
+                    state.values[row, j], state.index[row, j] = e["activation"], ordinal[e["image"]]
+                    state.y[row, j], state.x[row, j] = e["y"], e["x"]
+            rf = report["receptive_field"]
+            settings = Settings(str(report.get("folder", "")), (report["layer"],), (units,), k,
+                                int(report["size"]), report["arch"], str(report["weights"]),
+                                report["preprocessing"])
+            return cls(settings, report["layer"], units, RF(report["layer"], rf["size"], rf["jump"], rf["start"]),
+                       int(report["feature_map"][0]), state, dict(enumerate(names)), int(report["images"]),
+                       list(report["skipped"]), float(report["seconds"]), float(report["compile_seconds"]),
+                       int(report["devices"]))
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise StylejaxError(f"not a patches report ({type(exc).__name__}: {exc})") from None
 
     def report(self) -> dict:
         """The ``patches.json`` document."""
@@ -279,6 +318,186 @@ def merge_processes(states: Sequence[TopK]) -> TopK:
     return TopK(pick(values), pick(index), pick(ys), pick(xs))
 
 
+def state_file(process_index: int = 0, process_count: int = 1) -> str:
+    """Checkpoint file name of one process's share of a scan."""
+    return STATE_FILE if process_count == 1 else f"scan_state.{process_index}of{process_count}.npz"
+
+
+def _prune(paths: dict[int, str], states: Sequence[TopK]) -> dict[int, str]:
+    keep = set()
+    for state in states:
+        keep.update(np.unique(np.asarray(state.index)).tolist())
+    return {i: p for i, p in paths.items() if i in keep}
+
+
+# ---------------------------------------------------------------------------------------------
+# The folder scan, in its steps: validate -> resume -> compile -> run batches -> finish.
+
+
+def _check_layers(weights, layers: Mapping[str, Sequence[int] | None], height: int, width: int,
+                  ) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...], dict[str, tuple[int, int]]]:
+    """Layer names, unit tuples and each layer's feature-map ``(h, w)`` for an ``height x width`` input."""
+    from stylejax.interpret.receptive_field import output_sizes
+
+    if not layers:
+        raise StylejaxError("no layer requested")
+    backbone = models.get(weights.arch)
+    backbone.check_layers(list(layers))
+    channels = {lay.name: lay.channels for lay in backbone.layers}
+    rows, cols = output_sizes(backbone.layers, height), output_sizes(backbone.layers, width)
+    names, unit_lists = tuple(layers), []
+    for name in names:
+        units = list(range(channels[name])) if layers[name] is None else [int(u) for u in layers[name]]
+        if not units:
+            raise StylejaxError(f"no units selected for {name}")
+        bad = [u for u in units if not 0 <= u < channels[name]]
+        if bad:
+            raise StylejaxError(f"unit {bad[0]} is outside {name}, which has units 0..{channels[name] - 1}")
+        if len(set(units)) != len(units):
+            raise StylejaxError(f"unit {units[[units.count(u) > 1 for u in units].index(True)]} "
+                                f"is requested twice for {name}")
+        if min(rows[name], cols[name]) < 1:
+            raise StylejaxError(f"{height} x {width} px is too small for {name}; its feature map would be empty")
+        unit_lists.append(tuple(units))
+    return names, tuple(unit_lists), {n: (rows[n], cols[n]) for n in names}
+
+
+def _validate(root: str | os.PathLike, weights, layers, top: int, size: int, batch: int,
+              ) -> tuple[Settings, dict[str, tuple[int, int]]]:
+    """Check the arguments of a folder scan; return its :class:`Settings` and feature-map sides."""
+    root_path = Path(root)
+    if not root_path.exists():
+        raise StylejaxError(f"{root}: no such folder")
+    if not root_path.is_dir():
+        raise StylejaxError(f"{root}: not a folder")
+    if top < 1:
+        raise StylejaxError(f"top must be >= 1, got {top}")
+    if size < 1 or batch < 1:
+        raise StylejaxError("size and batch must be positive")
+    names, unit_lists, sides = _check_layers(weights, layers, size, size)
+    settings = Settings(str(root_path.resolve()), names, unit_lists, int(top), int(size), weights.arch,
+                        weights.name, weights.preprocessing)
+    return settings, sides
+
+
+@dataclass
+class _Tally:
+    """A scan in progress: the merged top-K and the bookkeeping that goes with it.
+
+    ``position`` counts files consumed from the walk (all processes' files, images and skipped);
+    ``last`` is the relative path of the last of them, to check the tree on resume.
+    """
+
+    states: tuple
+    paths: dict[int, str] = field(default_factory=dict)
+    images: int = 0
+    skipped: list[dict] = field(default_factory=list)
+    position: int = 0
+    last: str | None = None
+    seconds: float = 0.0
+
+    def meta(self, seconds: float) -> dict:
+        return {"position": self.position, "last": self.last, "images": self.images, "skipped": self.skipped,
+                "seconds": seconds, "paths": {str(k): v for k, v in self.paths.items()}}
+
+
+def _resume(state_path: Path | None, settings: Settings, resume: bool) -> _Tally:
+    """A fresh tally, or the one saved at ``state_path`` when ``resume`` (refused without it)."""
+    fresh = _Tally(tuple(init_topk(len(u), settings.top) for u in settings.units))
+    if state_path is None or not state_path.exists():
+        return fresh
+    if not resume:
+        raise StylejaxError(f"{state_path} holds an unfinished scan; resume it (same settings), "
+                            "or delete it to start over")
+    states, doc = _load_state(state_path, settings)
+    return _Tally(states, {int(k): v for k, v in doc["paths"].items()}, doc["images"], doc["skipped"],
+                  doc["position"], doc.get("last"), doc["seconds"])
+
+
+def _compile(weights, settings_layers: Sequence[str], units: Sequence[Sequence[int]], states, batch: int,
+             height: int, width: int, dtype) -> tuple[Callable, object, object, NamedSharding, int, float]:
+    """Compile the step for fixed-shape batches on all local devices.
+
+    Returns ``(compiled, weights on the devices, states, data sharding, batch rounded to the device count, seconds)``.
+    """
+    devices = jax.local_devices()
+    mesh = Mesh(np.array(devices), ("data",))
+    batch = -(-batch // len(devices)) * len(devices)
+    rep, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    step = make_step(settings_layers, units, mesh)
+    params = jax.device_put(weights, rep)
+    states = jax.device_put(states, rep)
+    t0 = time.perf_counter()
+    compiled = step.lower(params, states,
+                          jax.ShapeDtypeStruct((batch, height, width, 3), dtype, sharding=data),
+                          jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=data),
+                          jax.ShapeDtypeStruct((batch,), jnp.bool_, sharding=data)).compile()
+    return compiled, params, states, data, batch, time.perf_counter() - t0
+
+
+def _open_walk(root: Path, exclude: Sequence, tally: _Tally) -> Iterator[Path]:
+    """The tree's files from the tally's position on, after checking the tree did not change."""
+    walk = dataset.walk_files(root, exclude)
+    if not tally.position:
+        first = next(walk, None)  # a peek, not a second walk: an empty tree fails before compiling
+        if first is None:
+            raise StylejaxError(f"{root}: no files to scan")
+        return itertools.chain([first], walk)
+    walk = itertools.islice(walk, tally.position - 1, None)
+    last = next(walk, None)
+    if last is None or last.relative_to(root).as_posix() != tally.last:
+        raise StylejaxError(f"{root} changed since the scan began (file {tally.position} is no longer "
+                            f"{tally.last}); start over in a new output folder")
+    return walk
+
+
+def _run_batches(compiled, params, data: NamedSharding, tally: _Tally, batches: Iterable[dataset.Batch],
+                 root: Path, *, save: Callable[[], None] | None, checkpoint_seconds: float,
+                 tick: Callable[[int], None], on_batch: Callable[[int], None] | None) -> int:
+    """Stream ``batches`` through the compiled step, updating ``tally`` in place; return batches done.
+
+    ``tick(files)`` reports files finished (on the device, not just queued); ``save()`` writes a
+    checkpoint every ``checkpoint_seconds`` and, when a batch is done, on any exception.
+    """
+    t_last = time.perf_counter()
+    done, lagged = 0, 0
+    try:
+        for b in batches:
+            new_skipped = [{"file": path.relative_to(root).as_posix(), "reason": reason}
+                           for path, reason in b.skipped]
+            for i, path in zip(b.index[: b.count].tolist(), b.paths):
+                tally.paths[i] = path.relative_to(root).as_posix()
+            new_states, previous = tally.states, tally.states
+            if b.count:
+                new_states = compiled(params, tally.states, jax.device_put(b.pixels, data),
+                                      jax.device_put(b.index, data), jax.device_put(b.valid, data))
+            ends_on_image = b.count and int(b.index[b.count - 1]) == b.position - 1
+            rel = (b.paths[-1] if ends_on_image else b.skipped[-1][0]).relative_to(root).as_posix()
+            # No calls between these stores: an interrupt cannot split the bookkeeping from the state.
+            tally.states, tally.images, tally.position, tally.last, tally.skipped = (
+                new_states, tally.images + b.count, b.position, rel, tally.skipped + new_skipped)
+            # Keep one step queued behind the running one: the device never idles, progress shows
+            # finished work, and the host cannot run ahead of the device by more than a batch.
+            jax.block_until_ready(previous)
+            tick(lagged)
+            lagged = b.count + len(b.skipped)
+            done += 1
+            if on_batch is not None:
+                on_batch(done)
+            if save is not None and time.perf_counter() - t_last >= checkpoint_seconds:
+                jax.block_until_ready(tally.states)
+                save()
+                t_last = time.perf_counter()
+        jax.block_until_ready(tally.states)
+        tick(lagged)
+    except BaseException:
+        # Save what is merged so far (the state always covers whole batches) and re-raise.
+        if save is not None and done:
+            save()
+        raise
+    return done
+
+
 def _gather(states: Sequence[TopK], paths: dict[int, str], images: int, skipped: list,
             seconds: float) -> tuple[list[TopK], dict[int, str], int, list, float]:
     """Combine every process's scan (a no-op for one process)."""
@@ -296,16 +515,18 @@ def _gather(states: Sequence[TopK], paths: dict[int, str], images: int, skipped:
             max(d["seconds"] for d in docs))
 
 
-def state_file(process_index: int = 0, process_count: int = 1) -> str:
-    """Checkpoint file name of one process's share of a scan."""
-    return STATE_FILE if process_count == 1 else f"scan_state.{process_index}of{process_count}.npz"
-
-
-def _prune(paths: dict[int, str], states: Sequence[TopK]) -> dict[int, str]:
-    keep = set()
-    for state in states:
-        keep.update(np.unique(np.asarray(state.index)).tolist())
-    return {i: p for i, p in paths.items() if i in keep}
+def _finish(settings: Settings, sides: Mapping[str, tuple[int, int]], tally: _Tally, compile_seconds: float,
+            ) -> dict[str, ScanResult]:
+    """Gather every process's share and build the typed per-layer results."""
+    host = [TopK(*(np.asarray(a) for a in state)) for state in tally.states]
+    host, paths, images, skipped, seconds = _gather(host, tally.paths, tally.images, tally.skipped, tally.seconds)
+    if images == 0:
+        raise StylejaxError(f"{settings.root}: no readable images among {len(skipped)} files")
+    paths = _prune(paths, host)
+    rfs = for_arch(settings.arch)
+    return {name: ScanResult(settings, name, units, rfs[name], sides[name][0], state, paths, images, skipped,
+                             seconds, compile_seconds, jax.device_count())
+            for name, units, state in zip(settings.layers, settings.units, host)}
 
 
 def scan(root: str | os.PathLike, weights, layer: str, units: Sequence[int] | None = None,
@@ -317,166 +538,198 @@ def scan(root: str | os.PathLike, weights, layer: str, units: Sequence[int] | No
 def scan_layers(root: str | os.PathLike, weights, layers: Mapping[str, Sequence[int] | None], *,
                 top: int = 9, size: int = 224, batch: int = 16,
                 state_dir: str | os.PathLike | None = None, resume: bool = False,
-                checkpoint_seconds: float = 60.0, workers: int | None = None, progress: bool = True,
+                checkpoint_seconds: float = 60.0, workers: int | None = None,
+                progress: Callback | bool | None = None,
                 on_batch: Callable[[int], None] | None = None,
                 exclude: Sequence[str | os.PathLike] = ()) -> dict[str, ScanResult]:
     """Scan every image under ``root``; return each unit's top ``top`` images, per layer.
 
+    The tree is walked once, lazily (never held in memory). With several processes joined by
+    :func:`stylejax.distributed.initialize`, process ``i`` of ``n`` scans the files whose walk
+    ordinal is ``i`` modulo ``n`` and the results are merged exactly (every process returns them).
+
     Args:
-      root: folder tree of images (any number; streamed, decoded in a thread pool).
+      root: folder tree of images (any number, any sub-folders, e.g. ImageNet's ``train/WNID/*.JPEG``);
+        each is decoded to u8[size, size, 3] (shorter side to ``size``, centre crop).
       weights: a :class:`stylejax.weights.Weights`.
       layers: ``{layer name: unit indices or None (all)}``; all layers share one forward pass.
       top: K, entries per unit (one per image). ``size``: images are resized so the shorter side
         is ``size`` then centre-cropped to ``size x size``. ``batch``: images per compiled step
-        (rounded up to a multiple of the device count).
-      state_dir: where ``scan_state.npz`` is checkpointed every ``checkpoint_seconds`` and on
-        interruption; ``resume`` continues from it. None: no checkpoints.
-      on_batch: called with the number of batches done after each one (progress hooks, tests).
+        (rounded up to a multiple of the local device count).
+      state_dir: where this process's checkpoint (:func:`state_file`) is written every
+        ``checkpoint_seconds`` and on interruption; ``resume`` continues from it. None: none.
+      progress: called with a :class:`stylejax.progress.Progress` (files of this process's share
+        done; ``total`` None, as the walk is lazy) after each batch. Booleans are accepted and
+        ignored (the library draws no bar).
+      on_batch: called with the number of batches done after each one (hooks, tests).
+      exclude: folders under ``root`` not to scan (``state_dir`` is always excluded).
     Returns:
       ``{layer: ScanResult}``.
     Raises:
-      StylejaxError for a missing/empty folder, bad layer/units/top/size, or no readable image.
+      StylejaxError for a missing/empty folder, bad layer/units/top/size, an unfinished scan in
+      ``state_dir`` without ``resume``, or no readable image.
     """
-    from stylejax.cli.common import progress_bar
-    from stylejax.interpret.receptive_field import output_sizes
-
+    settings, sides = _validate(root, weights, layers, top, size, batch)
     root_path = Path(root)
-    if not root_path.exists():
-        raise StylejaxError(f"{root}: no such folder")
-    if not root_path.is_dir():
-        raise StylejaxError(f"{root}: not a folder")
+    exclude = [*exclude] + ([state_dir] if state_dir is not None else [])
+    pid, nproc = jax.process_index(), jax.process_count()
+    state_path = Path(state_dir) / state_file(pid, nproc) if state_dir is not None else None
+    tally = _resume(state_path, settings, resume)
+    walk = _open_walk(root_path, exclude, tally)
+    compiled, params, tally.states, data, batch, compile_seconds = _compile(
+        weights, settings.layers, settings.units, tally.states, batch, size, size, jnp.uint8)
+
+    t_start = time.perf_counter()
+    seconds_before = tally.seconds
+
+    def save() -> None:
+        tally.paths = _prune(tally.paths, tally.states)
+        _save_state(state_path, settings, tally.states, tally.meta(seconds_before + time.perf_counter() - t_start))
+
+    report = progress if callable(progress) else None
+    files = len(range(pid, tally.position, nproc))  # this process's files consumed so far
+
+    def tick(n: int) -> None:
+        nonlocal files
+        files += n
+        if report is not None and n:
+            report(Progress(files, None, "file"))
+
+    batches = dataset.batches(walk, size, batch, start=tally.position, workers=workers, share=(pid, nproc))
+    if report is not None:
+        report(Progress(files, None, "file"))
+    _run_batches(compiled, params, data, tally, batches, root_path, save=save if state_path is not None else None,
+                 checkpoint_seconds=checkpoint_seconds, tick=tick, on_batch=on_batch)
+    tally.seconds = seconds_before + time.perf_counter() - t_start
+    return _finish(settings, sides, tally, compile_seconds)
+
+
+# ---------------------------------------------------------------------------------------------
+# The array-in form.
+
+
+@dataclass
+class LayerTop:
+    """The top-K of one layer over a stream of arrays.
+
+    Attributes:
+      layer: layer name. units: the U unit (channel) indices, one row each.
+      rf: the layer's receptive field (input pixels).
+      input_shape: ``(H, W)`` of the scanned arrays.
+      feature_shape: ``(h, w)`` of the layer's feature map for that input size.
+      top: :class:`TopK` of host arrays ``[U, K]``; ``top.index`` is the image's position in the
+        stream (0 = first row of the first batch), -1 where fewer than K images were seen.
+      images: images scanned.
+    """
+
+    layer: str
+    units: tuple[int, ...]
+    rf: RF
+    input_shape: tuple[int, int]
+    feature_shape: tuple[int, int]
+    top: TopK
+    images: int
+
+    def boxes(self) -> np.ndarray:
+        """i32[U, K, 4] receptive-field boxes ``(top, left, bottom, right)`` of the entries, clipped
+        to the input (zeros where ``index`` is -1)."""
+        h, w = self.input_shape
+        out = np.zeros(self.top.index.shape + (4,), np.int32)
+        for (u, j), i in np.ndenumerate(self.top.index):
+            if i >= 0:
+                out[u, j] = box(self.rf, int(self.top.y[u, j]), int(self.top.x[u, j]), h, w)
+        return out
+
+
+def _check_pixels(array, shape: tuple[int, int] | None, n: int) -> np.ndarray:
+    a = np.asarray(array)
+    if a.ndim != 4 or a.shape[-1] != 3:
+        raise StylejaxError(f"batch {n}: expected RGB pixels [N, H, W, 3], got shape {a.shape}")
+    if a.dtype != np.uint8 and not np.issubdtype(a.dtype, np.floating):
+        raise StylejaxError(f"batch {n}: expected uint8 or float pixels, got {a.dtype}")
+    if shape is not None and a.shape[1:3] != shape:
+        raise StylejaxError(f"batch {n}: images are {a.shape[1]} x {a.shape[2]} px, "
+                            f"the first batch's are {shape[0]} x {shape[1]}; use one size")
+    if a.dtype != np.uint8:
+        a = a.astype(np.float32)
+        if a.size and not np.isfinite(a).all():
+            raise StylejaxError(f"batch {n}: pixels must be finite")
+        if a.size and (a.min() < 0 or a.max() > 255):
+            raise StylejaxError(f"batch {n}: float pixels must be in 0..255, got {a.min():.3g}..{a.max():.3g}")
+        if a.size and 0 < a.max() <= 1.0:
+            raise StylejaxError(f"batch {n}: float pixels look like 0..1 (max {a.max():.3g}); "
+                                "scale them to 0..255")
+    return a
+
+
+def scan_arrays(batches: Iterable, weights, layers: Mapping[str, Sequence[int] | None], *, top: int = 9,
+                batch: int | None = None, progress: Callback | None = None) -> dict[str, LayerTop]:
+    """Top-K patch scan over a stream of pixel arrays: for each unit, the ``top`` images whose
+    maximum activation is highest (one entry per image), exactly as the folder scan keeps them.
+
+    Args:
+      batches: an iterable of RGB pixel batches ``u8[N, H, W, 3]`` or ``f32[N, H, W, 3]`` in 0..255
+        (N may vary, H and W may not); preprocessing happens inside. Only one batch is held at a time.
+      weights: a :class:`stylejax.weights.Weights`.
+      layers: ``{layer name: unit indices or None (all)}``; all layers share one forward pass.
+      top: K, entries per unit.
+      batch: images per compiled step (default: the first batch's N, rounded up to the local
+        device count); longer batches are split, shorter ones padded, so one shape is compiled.
+      progress: called with a :class:`stylejax.progress.Progress` (images done) after each step.
+    Returns:
+      ``{layer: LayerTop}``; for each unit, values ``f32[U, K]`` best first, ties going to the
+      earlier image and, within an image, to the first maximum in row-major order.
+    Raises:
+      StylejaxError for bad layers/units/top, a batch of the wrong rank, channel count, dtype,
+      size or value range, or an empty stream.
+
+    Example::
+
+        tops = scan_arrays((imgs[i:i + 32] for i in range(0, len(imgs), 32)), w, {"conv3_1": range(8)})
+        tops["conv3_1"].top.index  # i32[8, 9], positions in imgs
+    """
     if top < 1:
         raise StylejaxError(f"top must be >= 1, got {top}")
-    if size < 1 or batch < 1:
-        raise StylejaxError("size and batch must be positive")
-    if not layers:
-        raise StylejaxError("no layer requested")
-    backbone = models.get(weights.arch)
-    backbone.check_layers(list(layers))
-    channels = {lay.name: lay.channels for lay in backbone.layers}
-    sides = output_sizes(backbone.layers, size)
-    names, unit_lists = tuple(layers), []
-    for name in names:
-        units = list(range(channels[name])) if layers[name] is None else [int(u) for u in layers[name]]
-        if not units:
-            raise StylejaxError(f"no units selected for {name}")
-        bad = [u for u in units if not 0 <= u < channels[name]]
-        if bad:
-            raise StylejaxError(f"unit {bad[0]} is outside {name}, which has units 0..{channels[name] - 1}")
-        if sides[name] < 1:
-            raise StylejaxError(f"size {size} is too small for {name}; its feature map would be empty")
-        unit_lists.append(tuple(units))
-    settings = Settings(str(root_path.resolve()), names, tuple(unit_lists), int(top), int(size), weights.arch,
-                        weights.name, weights.preprocessing)
-    exclude = [*exclude] + ([state_dir] if state_dir is not None else [])
-    total = dataset.count_files(root_path, exclude)
-    if total == 0:
-        raise StylejaxError(f"{root}: no files to scan")
-    # Several processes (jax.distributed): each takes every P-th file and its local devices.
-    pid, nproc = jax.process_index(), jax.process_count()
-    total = len(range(pid, total, nproc))
-
-    state_path = Path(state_dir) / state_file(pid, nproc) if state_dir is not None else None
+    if batch is not None and batch < 1:
+        raise StylejaxError(f"batch must be positive, got {batch}")
+    it = iter(batches)
+    first = next(it, None)
+    if first is None:
+        raise StylejaxError("no batches to scan")
+    first = _check_pixels(first, None, 0)
+    h, w = first.shape[1:3]
+    names, unit_lists, sides = _check_layers(weights, layers, h, w)
     states = tuple(init_topk(len(u), top) for u in unit_lists)
-    paths: dict[int, str] = {}
-    images, skipped, position, seconds, doc = 0, [], 0, 0.0, {}
-    if state_path is not None and state_path.exists():
-        if not resume:
-            raise StylejaxError(f"{state_path} holds an unfinished scan; pass --resume to continue it, "
-                                "or delete it to start over")
-        states, doc = _load_state(state_path, settings)
-        paths = {int(k): v for k, v in doc["paths"].items()}
-        images, skipped, position, seconds = doc["images"], doc["skipped"], doc["position"], doc["seconds"]
-
-    devices = jax.local_devices()
-    mesh = Mesh(np.array(devices), ("data",))
-    batch = -(-batch // len(devices)) * len(devices)
-    rep, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    step = make_step(weights.arch, weights.preprocessing, names, unit_lists, mesh)
-    params = jax.device_put(weights.params, rep)
-    states = jax.device_put(states, rep)
-    t0 = time.perf_counter()
-    compiled = step.lower(params, states,
-                          jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8, sharding=data),
-                          jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=data),
-                          jax.ShapeDtypeStruct((batch,), jnp.bool_, sharding=data)).compile()
-    compile_seconds = time.perf_counter() - t0
-
-    walk = dataset.walk_files(root_path, exclude)
-    if position:
-        walk = itertools.islice(walk, position - 1, None)
-        last = next(walk, None)
-        if last is None or last.relative_to(root_path).as_posix() != doc.get("last"):
-            raise StylejaxError(f"{root} changed since the scan began (file {position} is no longer "
-                                f"{doc.get('last')}); start over in a new output folder")
-    last_rel = doc.get("last")
-
-    def checkpoint() -> None:
-        nonlocal paths
-        if state_path is None:
-            return
-        paths = _prune(paths, states)
-        _save_state(state_path, settings, states, {
-            "position": position, "last": last_rel, "images": images, "skipped": skipped,
-            "seconds": seconds + (time.perf_counter() - t_start), "paths": {str(k): v for k, v in paths.items()}})
-
-    bar = progress_bar(total, f"scan {','.join(names)}", unit="img", quiet=not progress)
-    bar.update(position)
-    t_start = t_last = time.perf_counter()
-    done, lagged = 0, 0
-    try:
-        for b in dataset.batches(walk, size, batch, start=position, workers=workers, share=(pid, nproc)):
-            new_skipped = [{"file": path.relative_to(root_path).as_posix(), "reason": reason}
-                           for path, reason in b.skipped]
-            for i, path in zip(b.index[: b.count].tolist(), b.paths):
-                paths[i] = path.relative_to(root_path).as_posix()
-            new_states, previous = states, states
-            if b.count:
-                new_states = compiled(params, states, jax.device_put(b.pixels, data),
-                                      jax.device_put(b.index, data), jax.device_put(b.valid, data))
-            ends_on_image = b.count and int(b.index[b.count - 1]) == b.position - 1
-            rel = (b.paths[-1] if ends_on_image else b.skipped[-1][0]).relative_to(root_path).as_posix()
-            # No calls between these stores: an interrupt cannot split the bookkeeping from the state.
-            states, images, position, last_rel, skipped = (
-                new_states, images + b.count, b.position, rel, skipped + new_skipped)
-            # Keep one step queued behind the running one: the device never idles, the bar shows
-            # finished work, and the host cannot run ahead of the device by more than a batch.
-            jax.block_until_ready(previous)
-            bar.update(lagged)
-            lagged = b.count + len(b.skipped)
-            done += 1
-            if on_batch is not None:
-                on_batch(done)
-            if state_path is not None and time.perf_counter() - t_last >= checkpoint_seconds:
+    compiled, params, states, data, rows, _ = _compile(
+        weights, names, unit_lists, states, batch or max(1, first.shape[0]), h, w, first.dtype)
+    seen = 0
+    for n, array in enumerate(itertools.chain([first], it)):
+        a = _check_pixels(array, (h, w), n) if n else first
+        if a.dtype != first.dtype:
+            a = a.astype(first.dtype)
+        for s in range(0, a.shape[0], rows):
+            chunk = a[s:s + rows]
+            count = chunk.shape[0]
+            pixels = np.zeros((rows, h, w, 3), first.dtype)
+            pixels[:count] = chunk
+            index = np.full((rows,), -1, np.int32)
+            index[:count] = np.arange(seen, seen + count, dtype=np.int32)
+            states = compiled(params, states, jax.device_put(pixels, data), jax.device_put(index, data),
+                              jax.device_put(index >= 0, data))
+            seen += count
+            if progress is not None:
                 jax.block_until_ready(states)
-                checkpoint()
-                t_last = time.perf_counter()
-        jax.block_until_ready(states)
-        bar.update(lagged)
-    except BaseException:
-        # Save what is merged so far (the state always covers whole batches) and re-raise.
-        if state_path is not None and done:
-            checkpoint()
-            print(f"stylejax: scan state saved in {state_path}; rerun with --resume to continue",
-                  file=sys.stderr, flush=True)
-        raise
-    finally:
-        bar.close()
-    seconds += time.perf_counter() - t_start
-    host = [TopK(*(np.asarray(a) for a in state)) for state in states]
-    host, paths, images, skipped, seconds = _gather(host, paths, images, skipped, seconds)
-    if images == 0:
-        raise StylejaxError(f"{root}: no readable images among {len(skipped)} files")
-    paths = _prune(paths, host)
+                progress(Progress(seen, None, "image"))
+    if seen == 0:
+        raise StylejaxError("no images to scan (every batch was empty)")
     rfs = for_arch(weights.arch)
-    return {name: ScanResult(settings, name, units, rfs[name], sides[name], state, paths, images, skipped,
-                             seconds, compile_seconds, jax.device_count())
-            for name, units, state in zip(names, unit_lists, host)}
+    return {name: LayerTop(name, units, rfs[name], (h, w), sides[name], TopK(*(np.asarray(a) for a in state)), seen)
+            for name, units, state in zip(names, unit_lists, states)}
 
 
 def clear_state(state_dir: str | os.PathLike) -> None:
-    """Remove a finished scan's checkpoint (this process's share)."""
-    try:
-        (Path(state_dir) / state_file(jax.process_index(), jax.process_count())).unlink()
-    except FileNotFoundError:
-        pass
+    """Remove a finished scan's checkpoint (this process's share), and any half-written copy of
+    it that a process killed while saving left behind."""
+    name = state_file(jax.process_index(), jax.process_count())
+    for path in [Path(state_dir) / name, *Path(state_dir).glob(f".{name}.*.tmp")]:
+        path.unlink(missing_ok=True)

@@ -242,7 +242,7 @@ def check_settings(w: Weights, s: Settings, units: Sequence[int]) -> Layer:
     if s.batch < 1:
         raise StylejaxError(f"batch must be a positive integer, got {s.batch!r}")
     if s.objective == "diversity" and s.batch < 2:
-        raise StylejaxError("the diversity objective needs --batch >= 2")
+        raise StylejaxError("the diversity objective needs a batch of at least 2 images")
     for name in ("lr", "sd"):
         value = getattr(s, name)
         if not np.isfinite(value) or value <= 0:

@@ -96,7 +96,8 @@ def steps(weights: Weights, hyper: Hyper, state: LoopState, targets: Targets, *,
             x, opt_state, best_x, best_loss, best_terms, history = carry
             (loss, terms), grad = jax.value_and_grad(
                 lambda v: loss_terms(weights, spec, hyper.weights, v, t), has_aux=True)(x)
-            updates, opt_state = tx.update(grad, opt_state, x)
+            with jax.numpy_dtype_promotion("standard"):  # optax's Adam raises 0.9 to an int32 count
+                updates, opt_state = tx.update(grad, opt_state, x)
             best_x, best_loss, best_terms = _keep_better(loss, terms, x, best_x, best_loss, best_terms)
             x = optax.apply_updates(x, jax.tree.map(lambda u: hyper.lr * u, updates))
             return x, opt_state, best_x, best_loss, best_terms, history.at[i].set(loss)
