@@ -62,7 +62,10 @@ def main() -> None:
     settings = config.resolve(size=max(a.width, a.height), iters=a.iters)
     rows, stats = [clip], {}
     for name, lam in (("alone", None), ("temporal", video.DEFAULT_TEMPORAL_WEIGHT)):
-        frames = list(video.stylize_clip(w, clip, [style], settings, temporal_weight=lam))
+        frames = []
+        for f in video.stylize_clip(w, clip, [style], settings, temporal_weight=lam):
+            frames.append(f)
+            print(f"  {name} frame {f.index}: {f.seconds:.1f} s, objective {f.loss['objective']:.4g}", flush=True)
         styled = np.stack([f.image for f in frames])
         rows.append(styled)
         flow = [temporal.optical_flow(clip[t + 1], clip[t]) for t in range(a.frames - 1)]

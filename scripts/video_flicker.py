@@ -62,7 +62,10 @@ def main() -> None:
     runs = {}
     for name, lam in (("temporal", a.temporal_weight), ("alone", None)):
         t0 = time.perf_counter()
-        frames = list(video.stylize_clip(w, clip, [style], settings, temporal_weight=lam))
+        frames = []
+        for f in video.stylize_clip(w, clip, [style], settings, temporal_weight=lam):
+            frames.append(f)
+            print(f"  {name} frame {f.index}: {f.seconds:.1f} s, objective {f.loss['objective']:.4g}", flush=True)
         out = np.stack([f.image for f in frames])
         runs[name] = {"flicker": temporal.flicker(out, (a.shift, 0)),
                       "objective": [f.loss["objective"] for f in frames],
