@@ -4,12 +4,12 @@
 The clip is made from ``stylejax/assets/chelsea.jpg`` (a slow zoom in while panning right),
 styled with the shipped immunohistochemistry slide, once frame by frame alone (``--no-temporal``)
 and once with temporal consistency. Writes ``docs/gallery/video_pan.gif`` (rows: content, alone,
-temporal) and ``docs/gallery/video_strip.png`` (4 frames of each row) and prints the seconds per
+temporal) and ``docs/gallery/video_strip.jpg`` (4 frames of each row) and prints the seconds per
 frame and the flicker of both runs.
 
 Usage::
 
-    python scripts/video_example.py                    # 10 frames of 128x96, 100 iterations each
+    python scripts/video_example.py                    # 6 frames of 128x96, 30 iterations each
     python scripts/video_example.py --frames 4 --iters 20 --out /tmp/example
 """
 
@@ -48,10 +48,10 @@ def pan_zoom(photo: np.ndarray, frames: int, width: int, height: int) -> np.ndar
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--frames", type=int, default=10)
+    p.add_argument("--frames", type=int, default=6)
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--height", type=int, default=96)
-    p.add_argument("--iters", type=int, default=100)
+    p.add_argument("--iters", type=int, default=30)
     p.add_argument("--out", default=str(ROOT / "docs" / "gallery"))
     a = p.parse_args()
     out = Path(a.out)
@@ -80,7 +80,7 @@ def main() -> None:
     grid = np.concatenate(rows, axis=1)  # u8[T, 3 * height, width, 3]
     video_io.write_video(out / "video_pan.gif", grid, 5)
     pick = np.linspace(0, a.frames - 1, 4).round().astype(int)
-    write_image(out / "video_strip.png", np.concatenate(list(grid[pick]), axis=1))
+    write_image(out / "video_strip.jpg", np.concatenate(list(grid[pick]), axis=1))
     print(json.dumps(stats))
 
 

@@ -46,7 +46,7 @@ def main() -> None:
     p.add_argument("--width", type=int, default=160)
     p.add_argument("--height", type=int, default=120)
     p.add_argument("--shift", type=int, default=4)
-    p.add_argument("--iters", type=int, default=100)
+    p.add_argument("--iters", type=int, default=30)
     p.add_argument("--style-weight", type=float, default=10.0)
     p.add_argument("--temporal-weight", type=float, default=video.DEFAULT_TEMPORAL_WEIGHT)
     p.add_argument("--json", default=None)
