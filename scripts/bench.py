@@ -7,7 +7,10 @@ taking medians:
 1. the machine's fp32 3x3-conv throughput (256->256, 56x56, batch 8) in XLA and in torch
    (NCHW and channels_last); the best is the "measured peak";
 2. one Gatys transfer step (content conv4_2, style conv1_1..conv5_1, forward to conv5_1 +
-   gradient w.r.t. the image, Adam or L-BFGS update) at 256 and 512 px;
+   gradient w.r.t. the image, Adam or L-BFGS update) at 256 and 512 px: stylejax's own compiled
+   step (``stylejax.style.loop.steps``, state donated, as ``stylejax.transfer`` runs it) against
+   torch.optim, both with the library's defaults (L-BFGS history ``stylejax.DEFAULTS.lbfgs_memory``
+   = 100, step 1; Adam step 10);
 3. a patch scan batch (forward to a layer + per-channel max/argmax over space) at 224 px,
    batch 16, for conv2_2 and conv5_3;
 4. the peak resident memory of each workload, in a fresh subprocess per implementation;
@@ -23,7 +26,8 @@ Usage::
     python scripts/bench.py --quick --json /tmp/bench.json         # ~1.5 min
     python scripts/bench.py --malloc keep                          # both with the allocator policy
 
-Both frameworks run in this one process, so process settings apply to both. The XLA flags of
+``scripts/bench_cli.py`` times whole ``stylejax transfer`` runs (the report's ``s_per_iter``)
+against PyTorch instead. Both frameworks run in this one process, so process settings apply to both. The XLA flags of
 ``stylejax.runtime`` only concern XLA. The glibc allocator policy (``--malloc keep``) speeds up
 PyTorch as well, so it is off by default: PyTorch is then measured as its users run it.
 """
@@ -43,9 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stylejax import runtime  # noqa: E402
+from stylejax import runtime
 
 runtime.set_xla_flags()  # as the stylejax command does, before JAX starts
 MALLOC = {"keeps_allocations": False}  # --malloc keep: glibc policy for both frameworks (set in main)
@@ -165,6 +167,8 @@ def alternate(runners: dict, reps: int, units: int, *, probes: bool = True) -> d
     for name in names:
         times = out[name]["times_s"]
         out[name].update(median_s=statistics.median(times), min_s=min(times))
+        if runners[name].pairs is not None:  # L-BFGS: the recursion's length at the end of the rounds
+            out[name]["lbfgs_pairs"] = runners[name].pairs()
     out["_loadavg"] = _loadavg()
     return out
 
@@ -192,7 +196,7 @@ def bench_conv(reps: int) -> dict:
             "peak_gflops": max(r["gflops"] for r in res.values())}
 
 
-def bench_transfer(params, sizes, optimizers, reps: int) -> list[dict]:
+def bench_transfer(w, sizes, optimizers, reps: int, warm_steps: int = 0) -> list[dict]:
     import bench_workloads as bw
 
     rows = []
@@ -200,24 +204,28 @@ def bench_transfer(params, sizes, optimizers, reps: int) -> list[dict]:
         flops = bw.conv_flops("vgg16", size, size, "conv5_1", input_grad=True)
         gram = bw.gram_flops("vgg16", size, size, bw.STYLE_LAYERS, grad=True)
         for opt in optimizers:
-            runners = {"jax": bw.library_transfer(params, size, opt),
-                       "torch_nchw": bw.torch_transfer(params, size, opt, channels_last=False),
-                       "torch_cl": bw.torch_transfer(params, size, opt, channels_last=True)}
+            runners = {"jax": bw.library_transfer(w, size, opt),
+                       "torch_nchw": bw.torch_transfer(w, size, opt, channels_last=False),
+                       "torch_cl": bw.torch_transfer(w, size, opt, channels_last=True)}
+            for runner in runners.values():  # further into the run: L-BFGS then holds more pairs
+                for _ in range(warm_steps):
+                    runner.run()
             res = alternate(runners, reps, 2 if size <= 256 else 1)
             rows.append({"workload": f"transfer {opt} {size}px", "size": size, "optimizer": opt,
+                         "lbfgs_memory": bw.LBFGS_MEMORY if opt == "lbfgs" else None, "warm_steps": warm_steps,
                          "conv_flops": flops, "gram_flops": gram, "results": res})
             print(f"  done: transfer {opt} {size}px", file=sys.stderr, flush=True)
     return rows
 
 
-def bench_scan(params, layers, batch: int, size: int, reps: int) -> list[dict]:
+def bench_scan(w, layers, batch: int, size: int, reps: int) -> list[dict]:
     import bench_workloads as bw
 
     rows = []
     for layer in layers:
-        runners = {"jax": bw.library_scan(params, layer, batch, size),
-                   "torch_nchw": bw.torch_scan(params, layer, batch, size, channels_last=False),
-                   "torch_cl": bw.torch_scan(params, layer, batch, size, channels_last=True)}
+        runners = {"jax": bw.library_scan(w, layer, batch, size),
+                   "torch_nchw": bw.torch_scan(w, layer, batch, size, channels_last=False),
+                   "torch_cl": bw.torch_scan(w, layer, batch, size, channels_last=True)}
         res = alternate(runners, reps, 1)
         flops = bw.conv_flops("vgg16", size, size, layer, input_grad=False)["forward"] * batch
         rows.append({"workload": f"scan {layer} b{batch} {size}px", "layer": layer, "batch": batch,
@@ -255,21 +263,21 @@ def worker(spec: dict) -> dict:
 
     if spec["fw"].startswith("torch"):
         _setup_torch()
-    from stylejax import weights
+    import stylejax
 
-    params = weights.load("vgg16", progress=None).params
+    w = stylejax.load_weights("vgg16")
     if spec["fw"] == "jax":
         import jax
 
-        params = jax.device_put(params)
+        w = jax.device_put(w)
     base = _rss_mb()
     cl = spec["fw"] == "torch_cl"
     if spec["kind"] == "transfer":
-        runner = (bw.library_transfer(params, spec["size"], spec["opt"]) if spec["fw"] == "jax"
-                  else bw.torch_transfer(params, spec["size"], spec["opt"], channels_last=cl))
+        runner = (bw.library_transfer(w, spec["size"], spec["opt"]) if spec["fw"] == "jax"
+                  else bw.torch_transfer(w, spec["size"], spec["opt"], channels_last=cl))
     else:
-        runner = (bw.library_scan(params, spec["layer"], spec["batch"], spec["size"]) if spec["fw"] == "jax"
-                  else bw.torch_scan(params, spec["layer"], spec["batch"], spec["size"], channels_last=cl))
+        runner = (bw.library_scan(w, spec["layer"], spec["batch"], spec["size"]) if spec["fw"] == "jax"
+                  else bw.torch_scan(w, spec["layer"], spec["batch"], spec["size"], channels_last=cl))
     built, setup_peak = _rss_mb(), _peak_rss_mb()  # after targets + compilation
     reset = _reset_peak_rss()
     for _ in range(3):
@@ -315,6 +323,8 @@ def report(result: dict) -> str:
     for row in result["transfer"] + result["scan"]:
         f = row["conv_flops"]
         extra = f", Gram fwd+bwd {row['gram_flops'] / 1e9:.2f}" if "gram_flops" in row else ""
+        extra += f"; L-BFGS history {row['lbfgs_memory']}" if row.get("lbfgs_memory") else ""
+        extra += f"; timed after {row['warm_steps']} warm-up steps" if row.get("warm_steps") else ""
         lines.append(f"\n[{row['workload']}] conv GFLOP: forward {f['forward'] / 1e9:.2f} + input-grad "
                      f"{f['input_grad'] / 1e9:.2f} = {f['total'] / 1e9:.2f}{extra}")
         lines.append("  conv peak in the same rounds: " + ", ".join(
@@ -324,6 +334,9 @@ def report(result: dict) -> str:
             comp = f"{r['compile_s']:.2f}s" if r["compile_s"] else "-"
             lines.append(f"  {name:<11} {r['median_s'] * 1e3:7.1f}ms {r['min_s'] * 1e3:7.1f}ms "
                          f"{r['gflops']:8.1f} {r['pct_peak']:5.1f}% {comp:>8}")
+        pairs = {k: r["lbfgs_pairs"] for k, r in row["results"].items() if "lbfgs_pairs" in r}
+        if pairs:
+            lines.append("  L-BFGS pairs held after the rounds: " + ", ".join(f"{k} {v}" for k, v in pairs.items()))
         if row["workload"].startswith("scan"):
             ips = {k: row["batch"] / r["median_s"] for k, r in row["results"].items()}
             lines.append("  images/s: " + ", ".join(f"{k} {v:.1f}" for k, v in ips.items()))
@@ -359,6 +372,11 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="256 px only, 3 rounds, scan batch 4, memory of one workload (~1.5 min)")
     p.add_argument("--reps", type=int, default=None, help="timed rounds per workload (default 5, quick 3)")
     p.add_argument("--sizes", default=None, help="comma-separated transfer sizes (default 256,512)")
+    p.add_argument("--warm-steps", type=int, default=0,
+                   help="optimisation steps each transfer implementation takes before its timed rounds "
+                        "(L-BFGS then holds up to that many of its 100 pairs; default 0)")
+    p.add_argument("--scan-size", type=int, default=224, help="scan image side in px (default 224)")
+    p.add_argument("--scan-batch", type=int, default=None, help="scan batch (default 16, quick 4)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--json", metavar="PATH", help="also write the full results as JSON")
     p.add_argument("--report", metavar="JSON", help="print the report of a saved --json file and exit")
@@ -380,20 +398,20 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     reps = args.reps or (3 if args.quick else 5)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([256] if args.quick else [256, 512])
-    batch = 4 if args.quick else 16
+    batch = args.scan_batch or (4 if args.quick else 16)
     import jax
 
-    from stylejax import weights
+    import stylejax
 
-    params = jax.device_put(weights.load("vgg16", progress=None).params)
+    w = jax.device_put(stylejax.load_weights("vgg16"))
     result = {"command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
               "machine": machine(), "reps": reps}
     _log(start, "conv peak ...")
     result["conv"] = bench_conv(reps)
     _log(start, "transfer ...")
-    result["transfer"] = bench_transfer(params, sizes, ("adam", "lbfgs"), reps)
+    result["transfer"] = bench_transfer(w, sizes, ("adam", "lbfgs"), reps, args.warm_steps)
     _log(start, "scan ...")
-    result["scan"] = bench_scan(params, SCAN_LAYERS, batch, 224, reps)
+    result["scan"] = bench_scan(w, SCAN_LAYERS, batch, args.scan_size, reps)
     finish_rows(result["transfer"] + result["scan"], result["conv"]["flops"])
     if not args.no_memory:
         _log(start, "memory ...")
@@ -406,7 +424,8 @@ def main(argv=None) -> int:
                 specs.append({"kind": "transfer", "fw": fw, "size": row["size"], "opt": row["optimizer"]})
         for row in [] if args.quick else result["scan"]:
             for fw in ("jax", best[row["workload"]]):
-                specs.append({"kind": "scan", "fw": fw, "layer": row["layer"], "batch": row["batch"], "size": 224})
+                specs.append({"kind": "scan", "fw": fw, "layer": row["layer"], "batch": row["batch"],
+                              "size": row["size"]})
         result["memory"] = bench_memory(specs)
     result["wall_s"] = time.perf_counter() - start
     print(report(result))

@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """Where each millisecond of the library's Gatys step goes: XLA profiler times per compiled op.
 
-Compiles ``stylejax.transfer.steps`` (the exact call the CLI makes) and profiles ``--steps``
-calls with ``jax.profiler``. Each op of the optimised HLO is classified from its fused body
+Compiles ``stylejax.style.loop.steps`` (the exact call ``stylejax transfer`` makes, loop state
+donated; L-BFGS with the default history of ``stylejax.DEFAULTS.lbfgs_memory`` pairs), runs
+``--warm`` steps (the L-BFGS recursion grows with the pairs held, up to the history size), and
+profiles ``--steps`` calls with ``jax.profiler``. Each op of the optimised HLO is classified from its fused body
 and its source metadata (conv forward / conv data-gradient / Winograd matmuls / Gram / Gram
 gradient / layout copies / elementwise), with analytic FLOPs for convs and dots. Prints one
 row per op and a summary per class with GFLOP/s against the FLOP bound given by ``--peak``
@@ -10,7 +12,7 @@ row per op and a summary per class with GFLOP/s against the FLOP bound given by 
 
 Usage::
 
-    STYLEJAX_CACHE=/tmp/sjcache python scripts/bench_breakdown.py [--size 256] [--optimizer adam]
+    STYLEJAX_CACHE=/tmp/sjcache python scripts/bench_breakdown.py [--size 256] [--optimizer adam] [--warm 3]
 """
 
 from __future__ import annotations
@@ -21,18 +23,15 @@ import gzip
 import json
 import math
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stylejax import runtime  # noqa: E402
+from stylejax import runtime
 
 SETTINGS = runtime.configure()  # what the stylejax command sets, before JAX starts
 
-import bench_workloads as bw
+import bench_workloads as bw  # noqa: E402  (after the process settings)
 
 _INSTR = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (\w+)\[([\d,]*)\]\S* (\w[\w-]*)\((.*)$")
 
@@ -108,17 +107,19 @@ def main() -> int:
     ap.add_argument("--optimizer", choices=("adam", "lbfgs"), default="adam")
     ap.add_argument("--scan", metavar="LAYER", help="profile a patch-scan batch (16 x 224 px) to LAYER instead")
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warm", type=int, default=3,
+                    help="steps run before timing (L-BFGS: the pairs held grow with them, to the history size)")
     ap.add_argument("--peak", type=float, default=None, help="FLOP bound in GFLOP/s (default: measure XLA's)")
     ap.add_argument("--top", type=int, default=25, help="op rows to print")
     args = ap.parse_args()
 
     import jax
 
-    from stylejax import weights
+    import stylejax
 
-    params = jax.device_put(weights.load("vgg16", progress=None).params)
-    runner = (bw.library_scan(params, args.scan, 16, 224) if args.scan
-              else bw.library_transfer(params, args.size, args.optimizer))
+    w = jax.device_put(stylejax.load_weights("vgg16"))
+    runner = (bw.library_scan(w, args.scan, 16, 224) if args.scan
+              else bw.library_transfer(w, args.size, args.optimizer))
     hlo = runner.compiled.as_text()
     comps, entry = parse_hlo(hlo)
     shapes = shapes_of(hlo)
@@ -138,7 +139,7 @@ def main() -> int:
             times.append(time.perf_counter() - t0)
         peak = bw.conv_peak_flops(*bw.PEAK_CONV) / min(times) / 1e9
 
-    for _ in range(3):
+    for _ in range(args.warm):
         runner.run()
     t0 = time.perf_counter()
     for _ in range(args.steps):
@@ -159,6 +160,8 @@ def main() -> int:
             per_op[e["name"]] += e.get("dur", 0) / 1e3 / args.steps
 
     what = f"scan to {args.scan}, 16 x 224 px" if args.scan else f"Gatys step, {args.optimizer}, {args.size} px"
+    if runner.pairs is not None:
+        what += f", {runner.pairs()} of {bw.LBFGS_MEMORY} L-BFGS pairs held"
     print(f"{what}: {wall_ms:.1f} ms per step (wall, no profiler); "
           f"FLOP bound: {peak:.1f} GFLOP/s (XLA 3x3 conv peak, this process); process settings {SETTINGS}")
     print(f"\n{'op':28s} {'class':36s} {'ms':>8s} {'GFLOP':>7s} {'GFLOP/s':>8s}  what")

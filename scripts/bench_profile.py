@@ -20,17 +20,14 @@ import sys
 import time
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stylejax import runtime  # noqa: E402
+from stylejax import runtime
 
 runtime.configure()  # what the stylejax command sets, before JAX starts
 
-import bench_workloads as bw
+import bench_workloads as bw  # noqa: E402  (after the process settings)
 
 STYLE, CONTENT = bw.STYLE_LAYERS, bw.CONTENT_LAYER
 LAYERS = tuple(dict.fromkeys((*STYLE, CONTENT)))
@@ -140,13 +137,14 @@ def setup(size: int):
     import jax
     import jax.numpy as jnp
 
-    from stylejax import weights
+    import stylejax
     from stylejax.preprocessing import preprocess
 
-    params = jax.device_put(weights.load("vgg16", progress=None).params)
+    w = jax.device_put(stylejax.load_weights("vgg16"))
+    params = w.params
     content, style = bw.square_image("tubingen.jpg", size, 1), bw.square_image("starry_night.jpg", size, 2)
     targets = bw.jax_targets(params, content, style)
-    x = preprocess(jnp.asarray(content[None], jnp.float32), "caffe")
+    x = preprocess(jnp.asarray(content[None], jnp.float32), w.preprocessing)
     return params, targets, x
 
 

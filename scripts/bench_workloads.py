@@ -1,8 +1,10 @@
 """The benchmarked work, built twice: stylejax/JAX and plain PyTorch, on the same VGG16 weights.
 
-Each builder returns a :class:`Runner`: ``run()`` does one unit of work (one optimisation step,
-one scanned batch, one conv) and blocks until it is finished; ``compile_s`` is the JAX
-compile time (0 for torch). FLOP counts are analytic, from the layer table.
+Each builder takes the loaded :class:`stylejax.Weights` and returns a :class:`Runner`: ``run()``
+does one unit of work (one optimisation step, one scanned batch, one conv) and blocks until it
+is finished; ``compile_s`` is the JAX compile time (0 for torch). FLOP counts are analytic, from
+the layer table. The optimisers run with the library's shipped defaults on both sides: L-BFGS
+with ``stylejax.DEFAULTS.lbfgs_memory`` corrections (100) and step 1, Adam with step 10.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+import stylejax
+
 CONTENT_LAYER = "conv4_2"
 STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
-ALPHA, BETA = 1.0, 1e3
-LBFGS_MEMORY = 10
+# The shipped defaults of `stylejax transfer`: alpha 1, beta 10, L-BFGS history 100.
+ALPHA, BETA = stylejax.DEFAULTS.content_weight, stylejax.DEFAULTS.style_weight
+LBFGS_MEMORY = stylejax.DEFAULTS.lbfgs_memory
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -29,6 +34,7 @@ class Runner:
     run: Callable[[], object]
     compile_s: float = 0.0
     compiled: object = None  # the JAX executable, for HLO inspection and profiles
+    pairs: Callable[[], int] | None = None  # L-BFGS: correction pairs held now (the recursion's length)
 
 
 # ----------------------------------------------------------------------------- FLOPs
@@ -134,13 +140,18 @@ def jax_targets(params, content_u8: np.ndarray, style_u8: np.ndarray, *, pooling
     return {"content": c, "grams": {k: losses.normalized_gram(v[0]) for k, v in s.items()}}
 
 
+def learning_rate(optimizer: str) -> float:
+    """The library's default step for ``optimizer`` (L-BFGS 1, Adam 10), used on both sides."""
+    return stylejax.Options(optimizer=optimizer).learning_rate
+
+
 def jax_optimizer(name: str):
     import optax
 
     if name == "adam":
-        return optax.adam(1.0)
+        return optax.adam(learning_rate(name))
     # One gradient evaluation per iteration, like torch.optim.LBFGS(line_search_fn=None).
-    return optax.lbfgs(learning_rate=1.0, memory_size=LBFGS_MEMORY, linesearch=None)
+    return optax.lbfgs(learning_rate=learning_rate(name), memory_size=LBFGS_MEMORY, linesearch=None)
 
 
 def make_jax_step(optimizer: str, loss: Callable = jax_gatys_loss):
@@ -160,81 +171,96 @@ def make_jax_step(optimizer: str, loss: Callable = jax_gatys_loss):
     return opt, step
 
 
-def jax_transfer(params, size: int, optimizer: str) -> Runner:
-    """stylejax Gatys step at ``size`` x ``size`` px: value_and_grad + optax update, one jitted call."""
+def jax_transfer(w: stylejax.Weights, size: int, optimizer: str) -> Runner:
+    """A hand-written Gatys step at ``size`` x ``size`` px: value_and_grad + optax update, one jitted call."""
     import jax
     import jax.numpy as jnp
 
     from stylejax.preprocessing import preprocess
 
     content, style = square_image("tubingen.jpg", size, 1), square_image("starry_night.jpg", size, 2)
-    targets = jax_targets(params, content, style)
-    x = preprocess(jnp.asarray(content[None], jnp.float32), "caffe")
+    targets = jax_targets(w.params, content, style)
+    x = preprocess(jnp.asarray(content[None], jnp.float32), w.preprocessing)
     opt, step = make_jax_step(optimizer)
     # Fresh buffers for every leaf: L-BFGS's initial state aliases zeros, which donation refuses.
     state = {"x": x, "opt": jax.tree.map(lambda a: jnp.array(a, copy=True), opt.init(x))}
     t0 = time.perf_counter()
-    compiled = step.lower(params, state["x"], state["opt"], targets).compile()
+    compiled = step.lower(w.params, state["x"], state["opt"], targets).compile()
     compile_s = time.perf_counter() - t0
 
     def run():
-        state["x"], state["opt"], value = compiled(params, state["x"], state["opt"], targets)
+        state["x"], state["opt"], value = compiled(w.params, state["x"], state["opt"], targets)
         return _jax_block(value)
 
     return Runner(run, compile_s)
 
 
-def library_transfer(params, size: int, optimizer: str) -> Runner:
-    """``stylejax.transfer.steps``: the library's one-call step (pixel-space image, vmapped batch of 1).
+def library_spec() -> stylejax.Spec:
+    """The benchmarked objective as the library's static spec (max pooling, the fast conv path)."""
+    return stylejax.Spec((CONTENT_LAYER,), STYLE_LAYERS)
 
-    Same objective and FLOPs as :func:`jax_transfer` (content conv4_2, style conv1_1..conv5_1,
-    alpha 1, beta 1e3, max pooling); L-BFGS with the same memory as the torch side.
+
+def library_transfer(w: stylejax.Weights, size: int, optimizer: str) -> Runner:
+    """``stylejax.style.loop.steps``: the compiled step ``stylejax.transfer`` calls, with its loop
+    state (image, optimiser state, best iterate) donated, as the library runs it.
+
+    Pixel-space image, batch of 1; the optimiser is the library's own (``direction``: its
+    L-BFGS with ``DEFAULTS.lbfgs_memory`` pairs, or Adam) at the default step. Same objective and
+    FLOPs as :func:`jax_transfer` (content conv4_2, style conv1_1..conv5_1 with lambda 1/5,
+    alpha 1, beta 10, max pooling). ``run()`` returns J at the evaluated iterate; ``pairs()``
+    the L-BFGS pairs held (the recursion's length, which the step's cost grows with).
     """
     import jax
     import jax.numpy as jnp
 
-    from stylejax import transfer as T
+    from stylejax.style import loop
 
-    obj = T.Objective(arch="vgg16", convention="caffe", content_layer=CONTENT_LAYER, style_layers=STYLE_LAYERS,
-                      style_layer_weights=(1.0 / len(STYLE_LAYERS),) * len(STYLE_LAYERS),
-                      content_weight=ALPHA, style_weight=BETA)
-    opt = T.Optimizer(optimizer, 1.0, LBFGS_MEMORY)
+    spec = library_spec()
+    lw = stylejax.LossWeights.of(ALPHA, BETA, 0.0, (1.0 / len(STYLE_LAYERS),) * len(STYLE_LAYERS))
+    hyper = loop.Hyper(lw, jnp.asarray(learning_rate(optimizer), jnp.float32))
+    tx = loop.direction(optimizer, LBFGS_MEMORY)
     content, style = square_image("tubingen.jpg", size, 1), square_image("starry_night.jpg", size, 2)
-    cpx = jnp.asarray(content[None], jnp.float32)
-    targets = T._targets(params, cpx, (jnp.asarray(style[None], jnp.float32),), jnp.ones((1,)), obj=obj)
-    state = {"x": cpx, "opt": T.init_state(opt, cpx)}
+    cpx = jnp.asarray(content, jnp.float32)
+    targets = jax.jit(lambda w, c, s: stylejax.style_targets(w, spec, c, [s], jnp.ones((1,))))(
+        w, cpx, jnp.asarray(style, jnp.float32))
+    targets = jax.tree.map(lambda a: a[None], targets)  # batched on axis 0, as steps takes them
+    terms = jax.eval_shape(lambda x: stylejax.loss_terms(w, spec, lw, x, jax.tree.map(lambda a: a[0], targets))[1],
+                           cpx)
+    state = {"s": loop.init_state(tx, cpx[None], terms)}
     t0 = time.perf_counter()
-    compiled = T.steps.lower(params, state["x"], state["opt"], targets, obj=obj, opt=opt).compile()
+    compiled = loop.steps.lower(w, hyper, state["s"], targets, spec=spec, tx=tx, k=1).compile()
     compile_s = time.perf_counter() - t0
 
     def run():
-        state["x"], state["opt"], _, loss = compiled(params, state["x"], state["opt"], targets)
-        return jax.block_until_ready(loss)
+        state["s"], values = compiled(w, hyper, state["s"], targets)
+        return jax.block_until_ready(values[:, 0])
 
-    return Runner(run, compile_s, compiled)
+    def pairs() -> int:
+        return int(np.minimum(state["s"].opt_state.held, LBFGS_MEMORY)[0])
+
+    return Runner(run, compile_s, compiled, pairs if optimizer == "lbfgs" else None)
 
 
-def library_scan(params, layer: str, batch: int, size: int, k: int = 9) -> Runner:
+def library_scan(w: stylejax.Weights, layer: str, batch: int, size: int, k: int = 9) -> Runner:
     """``stylejax.interpret.scan.make_step``: forward + per-unit max/argmax + top-k merge, all units."""
     import jax
     import jax.numpy as jnp
     from jax.sharding import Mesh
 
     from stylejax.interpret import scan as S
-    from stylejax.models import vgg
 
-    channels = next(l.channels for l in vgg.layer_table("vgg16") if l.name == layer)
+    channels = stylejax.feature_shapes(w, (size, size), layer)[layer][-1]
     mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
-    step = S.make_step("vgg16", "caffe", (layer,), (tuple(range(channels)),), mesh)
+    step = S.make_step((layer,), (tuple(range(channels)),), mesh)
     pixels = scan_batch(batch, size)
     index, valid = jnp.arange(batch, dtype=jnp.int32), jnp.ones((batch,), bool)
     states = (S.init_topk(channels, k),)
     t0 = time.perf_counter()
-    compiled = step.lower(params, states, jnp.asarray(pixels), index, valid).compile()
+    compiled = step.lower(w, states, jnp.asarray(pixels), index, valid).compile()
     compile_s = time.perf_counter() - t0
     # Checked value: each unit's best activation over the batch (top-1 of the merged top-k).
-    return Runner(lambda: jax.block_until_ready(compiled(params, states, jnp.asarray(pixels), index, valid)[0].values[:, 0]),
-                  compile_s, compiled)
+    return Runner(lambda: jax.block_until_ready(
+        compiled(w, states, jnp.asarray(pixels), index, valid)[0].values[:, 0]), compile_s, compiled)
 
 
 def jax_scan_fn(layer: str):
@@ -254,15 +280,15 @@ def jax_scan_fn(layer: str):
     return scan
 
 
-def jax_scan(params, layer: str, batch: int, size: int) -> Runner:
+def jax_scan(w: stylejax.Weights, layer: str, batch: int, size: int) -> Runner:
     import jax.numpy as jnp
 
     pixels = scan_batch(batch, size)
     scan = jax_scan_fn(layer)
     t0 = time.perf_counter()
-    compiled = scan.lower(params, jnp.asarray(pixels)).compile()
+    compiled = scan.lower(w.params, jnp.asarray(pixels)).compile()
     compile_s = time.perf_counter() - t0
-    return Runner(lambda: _jax_block(compiled(params, jnp.asarray(pixels))), compile_s)
+    return Runner(lambda: _jax_block(compiled(w.params, jnp.asarray(pixels))), compile_s)
 
 
 def jax_conv(n: int, hw: int, c: int) -> Runner:
@@ -282,10 +308,10 @@ def jax_conv(n: int, hw: int, c: int) -> Runner:
 
 # ----------------------------------------------------------------------------- PyTorch
 
-def _torch_net(params, channels_last: bool):
+def _torch_net(w: stylejax.Weights, channels_last: bool):
     from torch_vgg import TorchVGG
 
-    return TorchVGG(params, channels_last=channels_last)
+    return TorchVGG(w.params, channels_last=channels_last)
 
 
 def torch_preprocess(net, pixels_nhwc_u8: np.ndarray):
@@ -313,12 +339,13 @@ def torch_gatys_loss(net, x, targets, pooling: str = "max"):
     return ALPHA * jc + BETA * js
 
 
-def torch_transfer(params, size: int, optimizer: str, *, channels_last: bool = True) -> Runner:
-    """Plain PyTorch Gatys step: forward + backward to the image + torch.optim Adam/L-BFGS."""
+def torch_transfer(w: stylejax.Weights, size: int, optimizer: str, *, channels_last: bool = True) -> Runner:
+    """Plain PyTorch Gatys step: forward + backward to the image + torch.optim Adam/L-BFGS
+    (L-BFGS history ``LBFGS_MEMORY``, no line search; the library's default steps)."""
     import torch
     from torch_vgg import gram
 
-    net = _torch_net(params, channels_last)
+    net = _torch_net(w, channels_last)
     content, style = square_image("tubingen.jpg", size, 1), square_image("starry_night.jpg", size, 2)
     with torch.no_grad():
         c = net.features(torch_preprocess(net, content[None]), (CONTENT_LAYER,))[CONTENT_LAYER]
@@ -331,9 +358,10 @@ def torch_transfer(params, size: int, optimizer: str, *, channels_last: bool = T
     leaf = (start.permute(0, 2, 3, 1) if channels_last else start).contiguous().clone().requires_grad_(True)
     view = (lambda: leaf.permute(0, 3, 1, 2)) if channels_last else (lambda: leaf)
     if optimizer == "adam":
-        opt = torch.optim.Adam([leaf], lr=1.0)
+        opt = torch.optim.Adam([leaf], lr=learning_rate(optimizer))
     else:
-        opt = torch.optim.LBFGS([leaf], lr=1.0, max_iter=1, history_size=LBFGS_MEMORY, line_search_fn=None)
+        opt = torch.optim.LBFGS([leaf], lr=learning_rate(optimizer), max_iter=1, history_size=LBFGS_MEMORY,
+                                line_search_fn=None)
 
     def closure():
         opt.zero_grad()
@@ -349,13 +377,16 @@ def torch_transfer(params, size: int, optimizer: str, *, channels_last: bool = T
             loss = opt.step(closure)
         return float(loss.detach())
 
-    return Runner(run)
+    def pairs() -> int:
+        return len(opt.state[leaf].get("old_dirs", []))
+
+    return Runner(run, pairs=pairs if optimizer == "lbfgs" else None)
 
 
-def torch_scan(params, layer: str, batch: int, size: int, *, channels_last: bool = True) -> Runner:
+def torch_scan(w: stylejax.Weights, layer: str, batch: int, size: int, *, channels_last: bool = True) -> Runner:
     import torch
 
-    net = _torch_net(params, channels_last)
+    net = _torch_net(w, channels_last)
     pixels = scan_batch(batch, size)
 
     def run():

@@ -1,23 +1,23 @@
 """stylejax style transfer vs a plain PyTorch implementation of the same objective.
 
-Builds VGG16 in torch from the same converted parameters (F.conv2d, F.relu, F.max_pool2d), the
-same objective (Jc = 1/2 ||a(C) - a(G)||^2 at conv4_2; Js[l] = ||G(S)/M_S - G(G)/M_G||^2 / C^2 on
-conv1_1..conv5_1 with lambda_l = 1/5; J = alpha Jc + beta Js), the same pixel-space variable
-initialised from the content, and runs both with L-BFGS (torch.optim.LBFGS, history 100, lr 1,
-no line search) and Adam (lr 10) for the same number of iterations. Every final image is scored
-with the same (JAX) objective.
+Builds VGG16 in torch from the same converted parameters (scripts/torch_vgg.py: F.conv2d,
+F.relu, F.max_pool2d), the same objective (Jc = 1/2 ||a(C) - a(G)||^2 at conv4_2;
+Js[l] = ||G(S)/M_S - G(G)/M_G||^2 / C^2 on conv1_1..conv5_1 with lambda_l = 1/5;
+J = alpha Jc + beta Js), the same pixel-space variable initialised from the content, and runs
+both with L-BFGS (torch.optim.LBFGS, history 100, lr 1, no line search) and Adam (lr 10) for
+the same number of iterations. Every final image is scored with the same (JAX) objective.
 
     python scripts/compare_torch_transfer.py [--size 128] [--iters 100] [--loops]
 
-``--loops`` instead measures loop forms of the JAX step (python loop of single-step jitted
-calls, K steps per call unrolled, K steps rolled) and L-BFGS memory 10 vs 100.
+``--loops`` instead measures loop forms of the library's compiled step
+(``stylejax.style.loop.steps``: python loop of single-step calls, K steps per call unrolled,
+K steps rolled) and L-BFGS memory 10 vs 100 (``--sizes 128,256``, ``--calls 10``).
 Needs torch (not a stylejax dependency) and the shared images beside the project.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -28,58 +28,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stylejax import transfer, weights
+import stylejax
 from stylejax.images import read_image, resize_longest
+from stylejax.style import loop
+from stylejax.style.config import default_layers
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images"
-CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
 
 
 # ----------------------------------------------------------------------------- torch reference
 
 def torch_objective(params, content_px, style_px, content_layer, style_layers, alpha, beta, lambdas):
+    """The objective in plain PyTorch (``torch_vgg``) and a converter of pixels f32[H, W, 3] to
+    its variable f32[1, H, W, 3]."""
     import torch
-    import torch.nn.functional as F
+    from torch_vgg import TorchVGG, gatys_objective
 
-    tparams = {k: (torch.from_numpy(np.array(v["kernel"])).permute(3, 2, 0, 1).contiguous(),
-                   torch.from_numpy(np.array(v["bias"]))) for k, v in params.items()}
-    order = ["conv1_1", "conv1_2", "pool1", "conv2_1", "conv2_2", "pool2", "conv3_1", "conv3_2", "conv3_3",
-             "pool3", "conv4_1", "conv4_2", "conv4_3", "pool4", "conv5_1", "conv5_2", "conv5_3"]
-    wanted = {content_layer, *style_layers}
-    last = max(order.index(n) for n in wanted)
-
-    def feats(px):  # px: torch f32[1, 3, H, W] RGB 0-255
-        x = px.flip(1) - torch.from_numpy(CAFFE_BGR_MEAN).view(1, 3, 1, 1)
-        out = {}
-        for name in order[: last + 1]:
-            if name.startswith("pool"):
-                x = F.max_pool2d(x, 2, 2)
-            else:
-                k, b = tparams[name]
-                x = F.relu(F.conv2d(x, k, b, padding=1))
-            if name in wanted:
-                out[name] = x
-        return out
-
-    def gram_n(a):
-        _, c, h, w = a.shape
-        f = a.reshape(c, h * w)
-        return f @ f.T / (h * w)
+    objective = gatys_objective(TorchVGG(params, channels_last=True), content_px, style_px, (content_layer,),
+                                style_layers, alpha=alpha, beta=beta, layer_weights=lambdas)
 
     def to_t(img):
-        return torch.from_numpy(np.asarray(img, np.float32)).permute(2, 0, 1)[None].contiguous()
-
-    with torch.no_grad():
-        target_c = feats(to_t(content_px))[content_layer]
-        fs = feats(to_t(style_px))
-        target_s = {l: gram_n(fs[l]) for l in style_layers}
-
-    def objective(x):
-        f = feats(x)
-        jc = 0.5 * ((f[content_layer] - target_c) ** 2).sum()
-        js = sum(lam * ((gram_n(f[l]) - target_s[l]) ** 2).sum() / f[l].shape[1] ** 2
-                 for l, lam in zip(style_layers, lambdas))
-        return alpha * jc + beta * js
+        return torch.from_numpy(np.asarray(img, np.float32).copy())[None].contiguous()
 
     return objective, to_t
 
@@ -103,7 +72,7 @@ def run_torch(objective, x0, optimizer: str, iters: int, lr: float):
         t0 = time.perf_counter()
         opt.step(closure)
         seconds = time.perf_counter() - t0
-        n = opt.state[opt._params[0]]["n_iter"]
+        n = opt.state[x]["n_iter"]
     else:
         opt = torch.optim.Adam([x], lr=lr)
         t0 = time.perf_counter()
@@ -114,36 +83,44 @@ def run_torch(objective, x0, optimizer: str, iters: int, lr: float):
             opt.step()
         seconds = time.perf_counter() - t0
         n = iters
-    return x.detach()[0].permute(1, 2, 0).numpy(), seconds / n, n
+    return x.detach()[0].numpy(), seconds / n, n
 
 
 # ----------------------------------------------------------------------------- comparisons
+
+def jax_objective(w: stylejax.Weights, content: np.ndarray, style: np.ndarray, beta: float):
+    """The library's objective (static spec, traced weights, targets) at its default layers."""
+    content_layers, style_layers = default_layers(w.arch)
+    spec = stylejax.Spec(content_layers, style_layers)
+    lambdas = [1.0 / len(style_layers)] * len(style_layers)
+    lw = stylejax.LossWeights.of(1.0, beta, 0.0, lambdas)
+    targets = jax.jit(lambda w, c, s: stylejax.style_targets(w, spec, c, [s], jnp.ones((1,))))(
+        w, jnp.asarray(content, jnp.float32), jnp.asarray(style, jnp.float32))
+    return spec, lw, targets, lambdas
+
 
 def compare(size: int, iters: int, beta: float) -> dict:
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
-    w = weights.load("vgg16")
+    w = stylejax.load_weights("vgg16")
     content = np.asarray(resize_longest(read_image(DATA / "tubingen.jpg"), size))
     style = np.asarray(resize_longest(read_image(DATA / "starry_night.jpg"), size))
-    settings = transfer.Settings(size=size, iters=iters, init="content", content_weight=1.0, style_weight=beta)
-    s = transfer.validate(settings, "vgg16", 1)
-    lambdas = [1.0 / len(s.style_layers)] * len(s.style_layers)
-    objective, to_t = torch_objective(w.params, content, style, s.content_layer, s.style_layers, 1.0, beta, lambdas)
-    obj = transfer.Objective("vgg16", "caffe", s.content_layer, s.style_layers, tuple(lambdas), 1.0, beta)
-    targets, _ = transfer._scale_targets(w, obj, s, content[None].astype(np.float32), [style], (1.0,), size)
+    spec, lw, targets, lambdas = jax_objective(w, content, style, beta)
+    objective, to_t = torch_objective(w.params, content, style, spec.content_layers[0], spec.style_layers, 1.0,
+                                      beta, lambdas)
+    j_and_grad = jax.jit(jax.value_and_grad(lambda v: stylejax.loss_terms(w, spec, lw, v, targets)[0]))
 
     def score(img):  # the common judge: the JAX objective in f32
-        return float(transfer.evaluate(w.params, jnp.asarray(img, jnp.float32)[None], targets, obj=obj)["total"][0])
+        return float(j_and_grad(jnp.asarray(img, jnp.float32))[0])
 
     # the two objectives agree (value and gradient) at a perturbed content image
     probe = content.astype(np.float32) + np.random.default_rng(0).normal(0, 10, content.shape).astype(np.float32)
     xt = to_t(probe).requires_grad_(True)
     jt = objective(xt)
     jt.backward()
-    gt = xt.grad[0].permute(1, 2, 0).numpy()
-    jj, gj = jax.value_and_grad(lambda v: transfer.objective_terms(obj, w.params, v, jax.tree.map(lambda a: a[0], targets))[0])(
-        jnp.asarray(probe))
+    gt = xt.grad[0].numpy()
+    jj, gj = j_and_grad(jnp.asarray(probe))
     out = {"size": list(content.shape[:2]), "iters": iters, "alpha": 1.0, "beta": beta,
            "agreement": {"J_torch": jt.item(), "J_jax": float(jj),
                          "J_rel_diff": abs(jt.item() - float(jj)) / abs(jt.item()),
@@ -151,9 +128,10 @@ def compare(size: int, iters: int, beta: float) -> dict:
            "runs": {}}
     print(json.dumps(out["agreement"]), flush=True)
     for name, lr in (("lbfgs", 1.0), ("adam", 10.0)):
-        sj = transfer.transfer(w, content, [style], dataclasses.replace(s, optimizer=name, lr=lr))
-        t_img, t_spi, t_n = run_torch(objective, to_t(content.astype(np.float32)), name, iters, lr)
-        res = {"stylejax": {"J_u8": score(sj.images[0]), "J_run": sj.loss[0]["total"],
+        sj = stylejax.transfer(content, style, weights=w, size=size, iters=iters, init="content", optimizer=name,
+                               lr=lr, content_weight=1.0, style_weight=beta)
+        t_img, t_spi, t_n = run_torch(objective, to_t(content), name, iters, lr)
+        res = {"stylejax": {"J_u8": score(sj.image), "J_run": sj.loss["total"],
                             "s_per_iter": sj.s_per_iter, "iterations": sj.iterations},
                "torch": {"J_u8": score(np.clip(np.rint(t_img), 0, 255)), "J_run": score(t_img),
                          "s_per_iter": t_spi, "iterations": t_n}}
@@ -163,31 +141,36 @@ def compare(size: int, iters: int, beta: float) -> dict:
 
 
 def measure_loops(sizes=(128, 256), n: int = 10, k: int = 5) -> dict:
-    w = weights.load("vgg16")
+    """s/iter of the library's compiled step (``stylejax.style.loop.steps``, state donated) in
+    several loop forms and L-BFGS memories."""
+    w = stylejax.load_weights("vgg16")
     content = read_image(DATA / "tubingen.jpg")
     style = read_image(DATA / "starry_night.jpg")
     results = {}
     for size in sizes:
-        c = np.asarray(resize_longest(content, size))[None].astype(np.float32)
-        s = transfer.validate(transfer.Settings(size=size), "vgg16", 1)
-        obj = transfer.Objective("vgg16", "caffe", s.content_layer, s.style_layers, (0.2,) * 5, 1.0, 10.0)
-        targets, _ = transfer._scale_targets(w, obj, s, c, [style], (1.0,), size)
+        c = np.asarray(resize_longest(content, size))
+        spec, lw, targets, _ = jax_objective(w, c, np.asarray(resize_longest(style, size)), 10.0)
+        targets = jax.tree.map(lambda a: a[None], targets)  # batched on axis 0, as steps takes them
+        terms = jax.eval_shape(lambda x: stylejax.loss_terms(w, spec, lw, x, jax.tree.map(lambda a: a[0], targets))[1],
+                               jnp.asarray(c, jnp.float32))
         row = {}
-        for label, opt, steps, unroll in (("python loop, 1 step/call, lbfgs m=100", transfer.Optimizer("lbfgs", 1.0, 100), 1, True),
-                                          ("python loop, 1 step/call, lbfgs m=10", transfer.Optimizer("lbfgs", 1.0, 10), 1, True),
-                                          (f"{k} steps/call unrolled, m=100", transfer.Optimizer("lbfgs", 1.0, 100), k, True),
-                                          (f"{k} steps/call rolled fori_loop, m=100", transfer.Optimizer("lbfgs", 1.0, 100), k, False),
-                                          ("python loop, 1 step/call, adam", transfer.Optimizer("adam", 10.0), 1, True)):
-            x = jnp.asarray(c)
-            state = transfer.init_state(opt, x)
+        for label, name, lr, memory, steps, unroll in (
+                ("python loop, 1 step/call, lbfgs m=100", "lbfgs", 1.0, 100, 1, True),
+                ("python loop, 1 step/call, lbfgs m=10", "lbfgs", 1.0, 10, 1, True),
+                (f"{k} steps/call unrolled, m=100", "lbfgs", 1.0, 100, k, True),
+                (f"{k} steps/call rolled fori_loop, m=100", "lbfgs", 1.0, 100, k, False),
+                ("python loop, 1 step/call, adam", "adam", 10.0, 100, 1, True)):
+            tx = loop.direction(name, memory)
+            hyper = loop.Hyper(lw, jnp.asarray(lr, jnp.float32))
+            state = loop.init_state(tx, jnp.asarray(c[None], jnp.float32), terms)
             t0 = time.perf_counter()
-            x, state, _, loss = transfer.steps(w.params, x, state, targets, obj=obj, opt=opt, steps=steps, unroll=unroll)
+            state, loss = loop.steps(w, hyper, state, targets, spec=spec, tx=tx, k=steps, unroll=unroll)
             loss.block_until_ready()
             compile_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             calls = max(1, n // steps)
             for _ in range(calls):
-                x, state, _, loss = transfer.steps(w.params, x, state, targets, obj=obj, opt=opt, steps=steps, unroll=unroll)
+                state, loss = loop.steps(w, hyper, state, targets, spec=spec, tx=tx, k=steps, unroll=unroll)
                 np.asarray(loss)
             row[label] = {"s_per_iter": (time.perf_counter() - t0) / (calls * steps), "first_call_s": compile_s}
             print(size, label, json.dumps(row[label]), flush=True)
@@ -201,10 +184,12 @@ def main(argv=None) -> int:
     p.add_argument("--iters", type=int, default=100)
     p.add_argument("--beta", type=float, default=10.0)
     p.add_argument("--loops", action="store_true")
+    p.add_argument("--sizes", default="128,256", help="--loops: comma-separated sizes (default 128,256)")
+    p.add_argument("--calls", type=int, default=10, help="--loops: timed steps per form (default 10)")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
-    os.environ.setdefault("STYLEJAX_CACHE", "/tmp/sjcache")
-    result = measure_loops() if args.loops else compare(args.size, args.iters, args.beta)
+    result = (measure_loops(tuple(int(v) for v in args.sizes.split(",")), args.calls) if args.loops
+              else compare(args.size, args.iters, args.beta))
     text = json.dumps(result, indent=2)
     if args.json:
         Path(args.json).write_text(text + "\n")

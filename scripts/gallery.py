@@ -9,7 +9,6 @@ Writes one PNG per (content, style, option) and ``gallery.png``, a montage
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from stylejax import transfer, weights
+import stylejax
 from stylejax.images import read_image, resize_longest, write_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,22 +46,22 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("STYLEJAX_CACHE", "/tmp/sjcache")
     args.out.mkdir(parents=True, exist_ok=True)
-    w = weights.load("vgg16")
-    base = transfer.Settings(size=args.size, iters=args.iters, style_weight=args.style_weight)
+    w = stylejax.load_weights("vgg16")
     rows, log = [], []
     for content_name, style_name, options in RUNS:
         content = read_image(ASSETS / f"{content_name}.jpg")
         style = read_image(ASSETS / f"{style_name}.jpg")
-        r = transfer.transfer(w, content, [style], dataclasses.replace(base, **options))
+        r = stylejax.transfer(content, style, weights=w, size=args.size, iters=args.iters,
+                              style_weight=args.style_weight, **options)
         tag = "_".join([content_name, style_name.split("_")[0]] + [k for k in options])
-        write_image(args.out / f"{tag}.png", r.images[0])
+        write_image(args.out / f"{tag}.png", r.image)
         small_png(args.out / f"{tag}.png")
-        log.append({"image": f"{tag}.png", "options": options, "loss": r.loss[0], "seconds": r.seconds,
+        log.append({"image": f"{tag}.png", "options": options, "loss": r.loss, "seconds": r.seconds,
                     "s_per_iter": r.s_per_iter, "iterations": r.iterations})
         print(json.dumps(log[-1]), flush=True)
-        h = r.images.shape[1]
+        h = r.image.shape[0]
         row = [np.asarray(resize_longest(content, args.size)), np.asarray(resize_longest(style, args.size)),
-               r.images[0]]
+               r.image]
         row = [np.asarray(Image.fromarray(im).resize((round(im.shape[1] * h / im.shape[0]), h))) for im in row]
         rows.append(np.concatenate(row, axis=1))
     width = max(r.shape[1] for r in rows)

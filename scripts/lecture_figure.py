@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     figure = Image.new("RGB", (width, height), (255, 255, 255))
     draw, x = ImageDraw.Draw(figure), 20
     for label, panel in panels:
-        draw.text((x, 8), label, fill=(0, 0, 0), font=grids._font(14))
+        draw.text((x, 8), label, fill=(0, 0, 0), font=grids.font(14))
         figure.paste(panel, (x, 30))
         x += panel.width + 20
     figure.save(out / "lecture.png")

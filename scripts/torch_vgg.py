@@ -7,10 +7,13 @@ second implementation to compare against.
 
 Example::
 
-    from stylejax import weights
+    import stylejax
     from torch_vgg import TorchVGG
-    net = TorchVGG(weights.load("vgg16").params, channels_last=True)
+    net = TorchVGG(stylejax.load_weights("vgg16").params, channels_last=True)
     acts = net.features(x_nchw, ("conv1_1", "conv4_2"))   # {name: f32[N, C, h, w]}
+
+:func:`gatys_objective` is the style transfer objective on it, for pixels as the library takes
+them (``scripts/bench_cli.py`` and ``scripts/compare_torch_transfer.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from stylejax.models import vgg
+from stylejax.preprocessing import CAFFE_BGR_MEAN
 
 
 def convert_params(params: Mapping[str, Mapping[str, object]], *, channels_last: bool = False,
@@ -80,3 +84,46 @@ def gram(a: torch.Tensor) -> torch.Tensor:
     """Raw Gram ``sum_ij a_kij a_lij``: f32[N, C, h, w] -> f32[N, C, C]."""
     flat = a.reshape(a.shape[0], a.shape[1], -1)
     return flat @ flat.transpose(1, 2)
+
+
+def caffe_input(pixels: torch.Tensor) -> torch.Tensor:
+    """RGB pixels f32[N, H, W, 3] (0-255) -> Caffe input f32[N, 3, H, W] (BGR minus the mean), an
+    NCHW view of an NHWC buffer, i.e. channels_last memory."""
+    return (pixels.flip(-1) - torch.from_numpy(CAFFE_BGR_MEAN)).permute(0, 3, 1, 2)
+
+
+def gatys_objective(net: TorchVGG, content: np.ndarray, style: np.ndarray, content_layers: Sequence[str],
+                    style_layers: Sequence[str], *, alpha: float, beta: float, layer_weights: Sequence[float],
+                    tv: float = 0.0):
+    """``J(x) = alpha sum_c 1/2 ||a_c(x) - a_c(C)||^2 + beta sum_l lambda_l Js[l](x) + tv TV(x)``.
+
+    ``Js[l] = ||G(x)/M - G(S)/M_S||^2 / C^2`` with raw Grams over M = h w positions; ``TV`` is
+    ``1/2 sum (dx^2 + dy^2)`` on the pixels. ``content`` u8|f32[H, W, 3] and ``style``
+    u8|f32[Hs, Ws, 3] are RGB pixels (Caffe preprocessing inside); the returned function takes
+    pixels ``x`` f32[1, H, W, 3] (a torch tensor) and returns J f32[].
+    """
+    wanted = tuple(dict.fromkeys((*content_layers, *style_layers)))
+
+    def pixels(img: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(img, np.float32).copy())[None]
+
+    with torch.no_grad():
+        target_c = net.features(caffe_input(pixels(content)), tuple(content_layers))
+        fs = net.features(caffe_input(pixels(style)), tuple(style_layers))
+        target_s = {l: gram(a)[0] / (a.shape[2] * a.shape[3]) for l, a in fs.items()}
+
+    def objective(x: torch.Tensor) -> torch.Tensor:
+        acts = net.features(caffe_input(x), wanted)
+        jc = sum(0.5 * (acts[l] - target_c[l]).square().sum() for l in content_layers)
+        js = 0.0
+        for l, lam in zip(style_layers, layer_weights):
+            a = acts[l]
+            g = gram(a)[0] / (a.shape[2] * a.shape[3])
+            js = js + lam * (g - target_s[l]).square().sum() / a.shape[1] ** 2
+        total = alpha * jc + beta * js
+        if tv:
+            base = x[:, :-1, :-1]
+            total = total + tv * 0.5 * ((base - x[:, :-1, 1:]).square() + (base - x[:, 1:, :-1]).square()).sum()
+        return total
+
+    return objective

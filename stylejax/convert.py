@@ -88,10 +88,15 @@ def convert_file(path: str | os.PathLike, arch: str) -> Params:
     """Read a ``.pth``, ``.h5`` or ``.onnx`` file and convert it to checked ``arch`` params."""
     models.get(arch)
     fmt, data = weightfiles.read_any(path)
+    return convert_data(data, fmt, arch, str(path))
+
+
+def convert_data(data: object, fmt: str, arch: str, origin: str) -> Params:
+    """Convert what ``weightfiles.read_any`` returned for a ``fmt`` file to checked ``arch`` params."""
     fn = _CONVERTERS.get((family_of(arch), fmt))
     if fn is None:
-        raise StylejaxError(f"{path}: cannot convert a {fmt} file to {arch}")
-    return check_params(fn(data, arch), arch, str(path))
+        raise StylejaxError(f"{origin}: cannot convert a {fmt} file to {arch}")
+    return check_params(fn(data, arch), arch, origin)
 
 
 # ----------------------------------------------------------------------------- VGG
@@ -151,7 +156,58 @@ def _alexnet_from_pth(sd: Mapping[str, np.ndarray], arch: str) -> Params:
             for name, i in alexnet.TORCHVISION_INDEX.items()}
 
 
+@converter("alexnet", "onnx")
+def _alexnet_from_onnx(convs: list, arch: str) -> Params:
+    """The five Conv nodes of an AlexNet graph, in order (OIHW) -> conv1 ... conv5."""
+    from stylejax.models import alexnet
+
+    names = list(alexnet.TORCHVISION_INDEX)
+    if len(convs) != len(names):
+        raise StylejaxError(f"ONNX file has {len(convs)} conv layers; alexnet has {len(names)}")
+    return {name: {"kernel": hwio(w), "bias": np.zeros(w.shape[0], np.float32) if b is None
+                   else np.asarray(b, np.float32)} for name, (w, b) in zip(names, convs)}
+
+
 # ----------------------------------------------------------------------------- ResNet
+
+#: BatchNorm epsilon of torchvision's ResNets (and of stylejax's).
+_BN_EPS = 1e-5
+
+
+@converter("resnet", "onnx")
+def _resnet_from_onnx(convs: list, arch: str) -> Params:
+    """A ResNet exported in eval mode (BatchNorm folded into each Conv) -> Flax variables.
+
+    The Conv nodes come in torchvision's forward order: ``conv1``, then per block ``conv1..3``
+    and the ``downsample`` conv. A folded conv ``(W', b')`` becomes the conv ``W'`` followed by
+    an identity BatchNorm: mean 0, var 1, scale sqrt(1 + eps), bias b'.
+    """
+    from stylejax.models import resnet
+
+    if "BatchNormalization" in getattr(convs, "op_types", ()):
+        raise StylejaxError("ONNX file keeps BatchNormalization nodes; export the model in eval mode "
+                            "(model.eval(); torch.onnx.export folds BatchNorm into the convs), "
+                            "or import the .pth state dict")
+    mapping = resnet.torchvision_map(arch)
+    conv_keys = [key for key, path in mapping.items() if path[-1] == "kernel"]
+    if len(convs) != len(conv_keys):
+        raise StylejaxError(f"ONNX file has {len(convs)} conv layers; {arch} has {len(conv_keys)} "
+                            "(another ResNet depth?)")
+    sd: dict[str, np.ndarray] = {}
+    for key, (w, b) in zip(conv_keys, convs):
+        conv = key.removesuffix(".weight")
+        bn = conv[: -len("conv1")] + "bn" + conv[-1] if conv.split(".")[-1].startswith("conv") else (
+            conv[:-1] + "1" if conv.endswith("downsample.0") else None)
+        if bn is None:
+            raise StylejaxError(f"cannot place {conv}")  # pragma: no cover - the map names only these
+        channels = w.shape[0]
+        sd[key] = w
+        sd[f"{bn}.weight"] = np.full(channels, np.sqrt(1 + _BN_EPS), np.float32)
+        sd[f"{bn}.bias"] = np.zeros(channels, np.float32) if b is None else np.asarray(b, np.float32)
+        sd[f"{bn}.running_mean"] = np.zeros(channels, np.float32)
+        sd[f"{bn}.running_var"] = np.ones(channels, np.float32)
+    return _resnet_from_pth(sd, arch)
+
 
 def _first_keys(sd: Mapping[str, np.ndarray], n: int = 3) -> str:
     keys = list(sd)

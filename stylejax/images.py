@@ -5,8 +5,10 @@ Every failure raises :class:`stylejax.errors.StylejaxError` with a one-line mess
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable
@@ -55,7 +57,7 @@ def read_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
     """
     path = Path(path)
     if not path.exists():
-        raise StylejaxError(f"{path}: no such file")
+        raise StylejaxError(f"{path}: dangling symbolic link" if path.is_symlink() else f"{path}: no such file")
     if path.is_dir():
         raise StylejaxError(f"{path}: is a directory, not an image")
     try:
@@ -75,14 +77,20 @@ def open_rgb(path: str | os.PathLike, min_side: int | None = None) -> Image.Imag
     name the file (callers add it where they need it).
     """
     try:
-        if Path(path).stat().st_size == 0:
+        st = Path(path).stat()
+        kind = file_kind(st.st_mode)
+        if kind is not None:
+            raise StylejaxError(f"is {kind}, not an image file")
+        if st.st_size == 0:
             raise StylejaxError("empty file")
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow warns above its own 89.5 MP guard; MAX_PIXELS, checked below, is ours
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 width, height = img.size
                 if width * height > MAX_PIXELS:
-                    raise StylejaxError(f"{width}x{height} pixels is over the {MAX_PIXELS:,}-pixel limit")
+                    raise StylejaxError(f"{width}x{height} pixels is over the {MAX_PIXELS:,}-pixel limit "
+                                        "(a decompression bomb?); shrink it first")
                 if min_side and img.format == "JPEG" and min(width, height) >= 2 * min_side:
                     short = min(width, height)
                     img.draft("RGB", (max(min_side, width * min_side // short),
@@ -91,10 +99,27 @@ def open_rgb(path: str | os.PathLike, min_side: int | None = None) -> Image.Imag
                 return _to_rgb(ImageOps.exif_transpose(img))
     except StylejaxError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
+        raise StylejaxError(f"claims over {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels, over the "
+                            f"{MAX_PIXELS:,}-pixel limit (a decompression bomb?); shrink it first") from None
+    except UnidentifiedImageError:
         raise StylejaxError("not an image Pillow can read") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StylejaxError("symbolic link loop") from None
         raise StylejaxError(f"unreadable image ({_one_line(exc)})") from None
+    except (ValueError, SyntaxError, EOFError) as exc:
+        raise StylejaxError(f"unreadable image ({_one_line(exc)})") from None
+
+
+def file_kind(mode: int) -> str | None:
+    """What a non-regular file is ("a FIFO (named pipe)", "a directory", ...); None if regular."""
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return name
+    return None
 
 
 def resize_longest(img: Image.Image | np.ndarray, size: int) -> Image.Image:
@@ -140,20 +165,47 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 
 def check_output(out: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (),
-                 suffixes: Iterable[str] | None = None) -> Path:
-    """Validate an output path before any work: not an input, writable folder, known suffix."""
+                 suffixes: Iterable[str] | None = None, *, what: str = "output") -> Path:
+    """Validate an output path before any work: not a folder, not an input, known suffix,
+    and a folder that accepts a file (tried: see :func:`check_writable`)."""
     out = Path(out)
+    if out.is_dir():
+        example = f"{out / 'out'}{next(iter(suffixes))}" if suffixes else str(out / "out")
+        raise StylejaxError(f"{what} {out} is a folder; give a file name, e.g. {example}")
     for inp in inputs:
         if same_file(out, inp):
-            raise StylejaxError(f"output {out} is also an input; refusing to write over it")
+            raise StylejaxError(f"{what} {out} is also an input; refusing to write over it")
     if suffixes is not None and out.suffix.lower() not in set(suffixes):
-        raise StylejaxError(f"output {out}: unsupported extension; use one of {', '.join(sorted(set(suffixes)))}")
+        raise StylejaxError(f"{what} {out}: unsupported extension; use one of {', '.join(sorted(set(suffixes)))}")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise StylejaxError(f"output folder {parent} does not exist")
-    if out.is_dir():
-        raise StylejaxError(f"output {out} is a directory")
+    check_writable(parent)
     return out
+
+
+def check_writable(folder: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create, fill (4 KiB) and remove a temporary file in ``folder``: a read-only mount, a full
+    disk or missing permissions fail now, in one line, not after the work."""
+    folder = Path(folder) if str(folder) else Path(".")
+    if not folder.is_dir():
+        raise StylejaxError(f"{what} {folder} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".stylejax-write-test.", dir=folder)
+        try:
+            left = 4096
+            while left:  # a short write means the next one fails: a full disk, a quota, a size limit
+                left -= os.write(fd, b"\0" * left)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(tmp)
+    except OSError as exc:
+        reason = {errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on the device",
+                  errno.EACCES: "permission denied", errno.EDQUOT: "disk quota exceeded"}.get(
+            exc.errno, exc.strerror or str(exc))
+        raise StylejaxError(f"{what} {folder} is not writable ({reason})") from None
+    return folder
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
@@ -171,11 +223,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):  # e.g. the disk filled up during the run
+            raise StylejaxError(f"{path}: cannot write ({exc.strerror or exc}); nothing was written") from None
         raise
     return path
 

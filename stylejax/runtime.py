@@ -34,8 +34,12 @@ XLA_FLAGS: dict[str, str] = {"xla_cpu_enable_concurrency_optimized_scheduler": "
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 
 
-def set_xla_flags(environ: MutableMapping[str, str] = os.environ) -> str:
-    """Add :data:`XLA_FLAGS` to ``environ["XLA_FLAGS"]`` unless already set there; returns the value."""
+def set_xla_flags(environ: MutableMapping[str, str] | None = None) -> str:
+    """Add :data:`XLA_FLAGS` to ``environ["XLA_FLAGS"]`` unless already set there; returns the value.
+
+    ``environ``: the mapping to change (default: ``os.environ``).
+    """
+    environ = os.environ if environ is None else environ
     current = environ.get("XLA_FLAGS", "")
     added = [f"--{name}={value}" for name, value in XLA_FLAGS.items() if f"--{name}" not in current]
     value = " ".join([current.strip(), *added]).strip()
@@ -61,6 +65,9 @@ def keep_allocations() -> bool:
                ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1)))
 
 
-def configure(environ: MutableMapping[str, str] = os.environ) -> dict:
-    """Apply both settings; returns what was applied (the benchmarks print it)."""
+def configure(environ: MutableMapping[str, str] | None = None) -> dict:
+    """Apply both settings; returns what was applied (the benchmarks print it).
+
+    ``environ``: where ``XLA_FLAGS`` is set (default: ``os.environ``).
+    """
     return {"xla_flags": set_xla_flags(environ), "malloc_keeps_allocations": keep_allocations()}

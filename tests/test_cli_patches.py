@@ -80,8 +80,10 @@ def test_report_pictures_and_html(folder, tmp_path, capsys, vgg16):
     # every 0.1 s, so the last count drawn varies).
     capsys.readouterr()
     assert _patches([a for a in argv if a != "-q"]) == 0
-    err = capsys.readouterr().err
-    assert "scan conv1_2: 0file [" in err and "file/s]" in err and "scanned 9 images" in err, err
+    captured = capsys.readouterr()
+    err = captured.err
+    assert "scan conv1_2: 0file [" in err and "file/s]" in err, err
+    assert "scanned 9 images" in captured.out, captured.out  # the summary on stdout, like every command
 
 
 def test_bad_input_one_line(folder, tmp_path, capsys):

@@ -56,7 +56,8 @@ def test_transfer_writes_image_report_and_snapshots(files, tmp_path, vgg16, caps
     assert report["settings"]["style_blend"] == [2.0, 1.0]
     assert report["settings"]["style_layers"] == ["conv1_1", "conv2_1"]
     assert report["weights"]["arch"] == "vgg16"
-    assert "--xla_cpu_enable_concurrency_optimized_scheduler=false" in report["xla_flags"] and report["jax"]
+    # main(argv) in-process sets no flags: the report states the ones in force
+    assert report["xla_flags"] == os.environ.get("XLA_FLAGS", "") and report["jax"]
     assert report["objective"]["style_layer_weights"] == {"conv1_1": 1.0, "conv2_1": 0.5}
 
 
@@ -65,13 +66,17 @@ def test_odd_but_valid_images(files, tmp_path, vgg16, capsys):
     code, stdout, err = _run([
         "transfer", str(files / "rgba.png"), str(files / "gray.png"), "-o", str(out), "--size", "8",
         "--iters", "2", "--original-colors", "--init", "random", "--optimizer", "adam",
+        "--content-layer", "conv2_2", "--style-layers", "conv1_1,conv3_1",
         "--report", str(tmp_path / "r.json"), "--quiet"], capsys)
     assert code == 0, err
     assert max(Image.open(out).size) == 8
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["settings"]["init"] == "random"
-    # at 8 px conv4_x and conv5_x have no positions: their terms are constants, not NaN
     assert all(np.isfinite(v) for v in report["loss"].values()), report["loss"]
+    # at 8 px the default conv4_2 / conv5_1 would have no positions: refused, not a constant term
+    code, _, err = _run(["transfer", str(files / "rgba.png"), str(files / "gray.png"), "-o", str(out),
+                         "--size", "8", "--quiet"], capsys)
+    assert code == 1 and "conv4_2 needs at least 16 px" in err
 
 
 def test_classic_preset_maps_weights(files, tmp_path, vgg16, capsys):

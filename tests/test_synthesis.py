@@ -193,7 +193,7 @@ def test_cli_writes_grid_and_report(vgg16, tmp_path, capsys):
     (["--layer", "conv1_1", "--units", "64"], "unit 64 is outside conv1_1"),
     (["--layer", "conv1_1", "--units", "60:70"], "unit 64 is outside conv1_1"),
     (["--layer", "conv1_1", "--units", "0", "--size", "10"], "too small for the transforms"),
-    (["--layer", "conv1_1", "--units", "0", "--objective", "diversity"], "needs --batch >= 2"),
+    (["--layer", "conv1_1", "--units", "0", "--objective", "diversity"], "needs a batch of at least 2"),
     (["--layer", "conv1_1", "--units", "x"], "expected"),
     (["--layer", "conv1_1", "--units", "0", "--steps", "0"], "positive integer"),
 ])

@@ -72,7 +72,7 @@ def test_objective_terms_match_numpy_losses(vgg16, images):
 
 def test_lbfgs_and_adam_decrease_the_objective(vgg16, images):
     content, style = images
-    for opt, lr in (("lbfgs", None), ("adam", None), ("gd", 1e-5)):
+    for opt, lr in (("lbfgs", None), ("adam", None), ("gd", 1e-6)):
         r = transfer(content, style, weights=vgg16, options=FAST, optimizer=opt, iters=6, lr=lr)
         assert r.image.shape == (24, 32, 3) and r.image.dtype == np.uint8
         assert r.iterations == 6 and not r.interrupted and not r.diverged

@@ -125,7 +125,7 @@ def test_pth_bad_files(tmp_path: Path) -> None:
 
     legacy = tmp_path / "legacy.pth"
     torch.save({"w": torch.ones(2)}, legacy, _use_new_zipfile_serialization=False)
-    _assert_one_line_error(read_pth, legacy, match="legacy.*re-save")
+    _assert_one_line_error(read_pth, legacy, match="legacy.*weights_only=True")
 
     other_zip = tmp_path / "other.pth"
     with zipfile.ZipFile(other_zip, "w") as z:

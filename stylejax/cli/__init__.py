@@ -12,11 +12,12 @@ import sys
 from collections.abc import Sequence
 
 from stylejax import __version__, runtime
+from stylejax.cli import signals
 from stylejax.cli.common import Parser, run_guarded
 
 #: Help order of the subcommand modules; every ``stylejax/cli/*_cmd.py`` module is registered.
 ORDER = ("transfer_cmd", "video_cmd", "features_cmd", "rf_cmd", "patches_cmd", "visualize_cmd", "atlas_cmd",
-         "weights_cmd")
+         "attribute_cmd", "classify_cmd", "weights_cmd")
 
 
 def command_modules() -> list[str]:
@@ -39,14 +40,17 @@ def build_parser() -> Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns its exit code. Called in-process (tests, notebooks) it changes
-    no process-wide setting: those are made by :func:`entry_point` only."""
+    no process-wide setting: those are made by :func:`entry_point` only. For the command's
+    duration SIGTERM and SIGHUP raise KeyboardInterrupt like Ctrl-C (main thread only; the
+    previous handlers are restored afterwards)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:
         parser.print_help()
         return 0 if args.command is None else 2
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to re-run the command as a child
-    return run_guarded(args.handler, args)
+    with signals.as_interrupt() as received:  # SIGTERM, SIGHUP stop a command like Ctrl-C
+        return run_guarded(args.handler, args, received)
 
 
 def entry_point() -> None:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from stylejax import models, weights
+from stylejax.cli import preflight
 from stylejax.cli.common import (
     add_weights_args,
     name_list,
@@ -78,8 +79,19 @@ def run(args: argparse.Namespace) -> int | None:
     folder, out = Path(args.folder), Path(args.output)
     if not folder.is_dir():
         raise StylejaxError(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}")
+    preflight.not_inside(out, folder)
+    if out.exists() and not out.is_dir():
+        raise StylejaxError(f"output {out} exists and is not a folder")
+    preflight.writable_folder(out if out.is_dir() else (out.parent if str(out.parent) else Path(".")))
     backbone = models.get(args.arch)
-    backbone.check_layers(args.layers)
+    args.layers = backbone.canonical(args.layers)
+    for name in args.layers:
+        need = preflight.min_side(args.arch, [name])
+        if args.size < need:
+            raise StylejaxError(f"--size {args.size} is too small for {name}; use at least {need}")
+    # the scan's batch (u8 image, f32 copy, forward activations) and the visualisation's units
+    preflight.check_pixels(args.size ** 2, args.batch * (3 + 8 * preflight.activation_floats(args.arch, args.layers)),
+                           option="--size", size=args.size)
     if len(set(args.layers)) != len(args.layers):
         raise StylejaxError(f"--layers {','.join(args.layers)}: repeated layer")
     channels = {layer.name: layer.channels for layer in backbone.layers}

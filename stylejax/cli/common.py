@@ -141,26 +141,59 @@ def fail(message: str, code: int = 1) -> int:
     return code
 
 
-def run_guarded(handler, args: argparse.Namespace) -> int:
-    """Run a subcommand: StylejaxError -> one line and exit 1, Ctrl-C -> exit 130."""
+def run_guarded(handler, args: argparse.Namespace, received=None) -> int:
+    """Run a subcommand: StylejaxError -> one line and exit 1, Ctrl-C -> exit 130.
+
+    ``received`` (:class:`stylejax.cli.signals.Received`): SIGTERM/SIGHUP raised the interrupt;
+    the exit code is then 128 + its number (143, 129) instead of 130.
+    """
+    def interrupted_code(code: int) -> int:
+        return received.exit_code if code == 130 and received is not None and received.signum else code
+
     try:
+        resolve_arch(args)
         result = handler(args)
-        return 0 if result is None else int(result)
+        return interrupted_code(0 if result is None else int(result))
     except StylejaxError as exc:
         return fail(str(exc))
     except KeyboardInterrupt:
-        return fail("interrupted", 130)
+        name = received.name if received is not None and received.signum else None
+        return interrupted_code(fail(f"interrupted by {name}" if name else "interrupted", 130))
     except BrokenPipeError:  # e.g. `stylejax weights list | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except MemoryError:
         return fail("out of memory; try a smaller --size or --batch")
+    except OSError as exc:
+        return _os_error(exc)
+    except Exception as exc:  # XLA's allocator failing where the memory estimate was too low
+        if type(exc).__name__ in ("XlaRuntimeError", "JaxRuntimeError") and "RESOURCE_EXHAUSTED" in str(exc):
+            return fail("out of memory on the device; try a smaller --size or --batch")
+        raise
+
+
+def _os_error(exc: OSError) -> int:
+    """What the pre-flight could not foresee (a disk filling during the run): one line."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return fail(f"{where}{exc.strerror or exc}")
+
+
+def resolve_arch(args: argparse.Namespace) -> None:
+    """``--arch`` left out: the arch the ``--weights`` set records, else vgg16."""
+    if "arch" in vars(args) and args.arch is None:
+        from stylejax import weights
+
+        args.arch = weights.recorded_arch(getattr(args, "weights", None)) or "vgg16"
 
 
 def add_weights_args(p: argparse.ArgumentParser, default_arch: str = "vgg16") -> None:
-    """--arch and --weights, shared by every command that runs a network."""
-    p.add_argument("--arch", default=default_arch, metavar="ARCH",
-                   help=f"network architecture: vgg16, vgg19, ... (default: {default_arch})")
+    """--arch and --weights, shared by every command that runs a network.
+
+    ``--arch`` defaults to None, resolved by :func:`resolve_arch` before the handler runs.
+    """
+    p.add_argument("--arch", default=None, metavar="ARCH",
+                   help=f"network architecture: vgg16, vgg19, ... (default: the arch the --weights set "
+                        f"records, else {default_arch})")
     p.add_argument("--weights", default=None, metavar="NAME|FILE",
                    help="weight set name (see `stylejax weights list`) or a .pth/.h5/.onnx/.safetensors "
                         "file (default: the built-in ImageNet weights of --arch)")

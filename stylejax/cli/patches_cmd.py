@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from stylejax import distributed, models
-from stylejax.cli import supervise
+from stylejax.cli import preflight, supervise
 from stylejax.cli.common import (add_weights_args, fail, load_weights, nonnegative_int, positive_float, positive_int,
                                  progress_callback, write_json)
 from stylejax.errors import StylejaxError
@@ -114,8 +114,16 @@ def run(args: argparse.Namespace) -> int | None:
     if not folder.is_dir():
         raise StylejaxError(f"{folder}: not a folder")
     create = _check_output_folder(out)
+    preflight.not_inside(out, folder)
+    preflight.writable_folder(out if not create else (out.parent if str(out.parent) else Path(".")))
     backbone = models.get(args.arch)
-    backbone.check_layers([args.layer])
+    args.layer = backbone.canonical([args.layer])[0]
+    need = preflight.min_side(args.arch, [args.layer])
+    if args.size < need:
+        raise StylejaxError(f"--size {args.size} is too small for {args.layer}; use at least {need}")
+    # per pixel of a batch: the u8 image, its f32 copy and the forward activations (f32)
+    per_pixel = args.batch * (3 + 4 * 2 * preflight.activation_floats(args.arch, [args.layer]))
+    preflight.check_pixels(args.size ** 2, per_pixel, option="--size", size=args.size)
     channels = {layer.name: layer.channels for layer in backbone.layers}[args.layer]
     try:
         units = scan_lib.parse_units(args.units, channels, args.layer)
@@ -147,14 +155,25 @@ def run(args: argparse.Namespace) -> int | None:
     w = load_weights(args)
     if create:
         out.mkdir(exist_ok=True)
+    if multi or args.coordinator is not None:  # the job's processes share OUT, each its own state
+        return _scan_and_write(args, folder, out, create, w, units, projection, multi, state)
+    with preflight.folder_lock(out):  # one run at a time writes into OUT
+        return _scan_and_write(args, folder, out, create, w, units, projection, multi, state)
+
+
+def _scan_and_write(args, folder: Path, out: Path, create: bool, w, units, projection, multi: bool,
+                    state: Path) -> int | None:
+    had_state = state.exists()
     try:
         with progress_callback(f"scan {args.layer}", args.quiet) as progress:
             result = scan_lib.scan(folder, w, args.layer, units, top=args.top, size=args.size, batch=args.batch,
                                    state_dir=out, resume=args.resume, checkpoint_seconds=args.checkpoint_every,
                                    workers=args.workers, progress=progress)
     except StylejaxError:
-        if create and not any(out.iterdir()):
-            out.rmdir()
+        if not had_state:  # a failed fresh scan (e.g. nothing readable) must not block the next run
+            scan_lib.clear_state(out)
+        if create and not [p for p in out.iterdir() if p.name != preflight.LOCK_NAME]:
+            _remove_folder(out)
         raise
     except Exception as exc:
         if not (multi and type(exc).__name__ == "JaxRuntimeError"):
@@ -170,7 +189,7 @@ def run(args: argparse.Namespace) -> int | None:
         raise
     if args.process_id != 0:
         scan_lib.clear_state(out)
-        print(f"process {args.process_id}: scanned its share; process 0 writes {out / 'patches.json'}", file=sys.stderr)
+        print(f"process {args.process_id}: scanned its share; process 0 writes {out / 'patches.json'}")
         return None
     report = result.report()
     write_json(out / "patches.json", report)  # the scan's result is safe before any picture is drawn
@@ -181,6 +200,14 @@ def run(args: argparse.Namespace) -> int | None:
         grids.write_pictures(result, folder, out, tile=args.tile, weights=w, projection=projection)
     print(f"scanned {result.images} images ({len(result.skipped)} skipped) in {result.seconds:.1f} s "
           f"({result.images / max(result.seconds, 1e-9):.1f} images/s); wrote {out / 'patches.json'}"
-          + ("" if args.no_pictures else f", {out / (args.layer + '.png')}, {out / 'index.html'}"),
-          file=sys.stderr)
+          + ("" if args.no_pictures else f", {out / (args.layer + '.png')}, {out / 'index.html'}"))
     return None
+
+
+def _remove_folder(out: Path) -> None:
+    """Remove an output folder this run created and left empty (but for its lock file)."""
+    try:
+        (out / preflight.LOCK_NAME).unlink(missing_ok=True)
+        out.rmdir()
+    except OSError:
+        pass

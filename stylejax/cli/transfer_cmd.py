@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
+from stylejax import models
 from stylejax.activations import PRECISIONS
+from stylejax.cli import preflight
 from stylejax.cli.common import (add_weights_args, float_list, load_weights, name_list, nonnegative_float,
                                  nonnegative_int, positive_float, positive_int, progress_bar, write_json)
-from stylejax.images import IMAGE_SUFFIXES, check_output, read_image, write_image
+from stylejax.errors import StylejaxError
+from stylejax.images import IMAGE_SUFFIXES, check_output, read_image, same_file, write_image
 from stylejax.progress import Progress
 from stylejax.style import config
 from stylejax.style.transfer import transfer_batch
@@ -135,6 +139,9 @@ def register(sub) -> None:
     o.add_argument("--save-every", type=positive_int, default=None, metavar="N",
                    help="also save OUT_<iter>.png every N iterations")
     o.add_argument("--report", metavar="FILE.json", help="JSON report (default: OUT with .json suffix)")
+    o.add_argument("--print-every", type=positive_int, default=None, metavar="N",
+                   help="print the iteration and its loss every N iterations on stderr "
+                        "(neural-style's -print_iter)")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     add_weights_args(p)
     p.set_defaults(handler=run)
@@ -159,19 +166,76 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     # ---- validate everything before any work
     inputs = [args.content, *args.styles] + ([args.init] if args.init not in (None, "content", "random") else [])
+    for path in inputs:
+        preflight.readable(path, "an image file")
     out = check_output(args.output, inputs, suffixes=IMAGE_SUFFIXES)
     report_path = Path(args.report) if args.report else out.with_suffix(".json")
-    check_output(report_path, inputs + [out], suffixes=[".json"])
+    if same_file(report_path, out):
+        raise StylejaxError(f"--report {report_path} is the output image; give the report its own .json name")
+    check_output(report_path, inputs + [out], suffixes=[".json"], what="report")
+    canonical_layers(args)
     options = config.validate(options_of(args, args.preset), args.arch, len(args.styles))
     if args.save_every:
-        total = options.iters * len(options.sizes)
-        for done in range(args.save_every, total, args.save_every):
-            check_output(snapshot_path(out, done), inputs, suffixes=IMAGE_SUFFIXES)
+        check_snapshots(out, inputs, args.save_every, options.iters * len(options.sizes))
+    check_geometry(options, args.arch, args.content, args.styles)
     content = read_image(args.content)
     styles = [read_image(path) for path in args.styles]
     init_image = read_image(options.init) if options.init not in ("content", "random") else None
     w = load_weights(args)
     return _run(args, w, content, styles, options, init_image, out, report_path, inputs)
+
+
+def canonical_layers(args: argparse.Namespace) -> None:
+    """neural-style's ``reluB_C`` layer names -> the post-ReLU ``convB_C`` they name."""
+    backbone = models.get(args.arch)
+    for name in ("content_layers", "style_layers"):
+        if getattr(args, name, None):
+            setattr(args, name, backbone.canonical(getattr(args, name)))
+
+
+def check_snapshots(out: Path, inputs, every: int, total: int) -> None:
+    """``--save-every`` snapshots OUT_<k>.png (k = every, 2 every, ... < total) never overwrite an
+    input: each input is matched against the name pattern (no loop over the snapshots)."""
+    pattern = re.compile(re.escape(out.stem) + r"_(\d+)" + re.escape(out.suffix) + r"$")
+    for inp in inputs:
+        match = pattern.match(Path(inp).name)
+        if match and same_file(Path(inp).parent, out.parent):
+            done = int(match.group(1))
+            if str(done) == match.group(1) and done % every == 0 and 0 < done < total:
+                raise StylejaxError(f"output {snapshot_path(out, done)} (a --save-every snapshot) is also an "
+                                    "input; refusing to write over it")
+
+
+def check_geometry(options: config.Options, arch: str, content: str, styles) -> None:
+    """Before any work: every layer non-empty on the output and style images, and the run within
+    the memory budget (``preflight``). Reads only the images' headers."""
+    layers = [*options.content_layers, *options.style_layers]
+    for path in (content, *styles):
+        if preflight.image_size(path) is None:
+            read_image(path)  # an unreadable header: the reader's one-line error, before the sizes
+    head = preflight.image_size(content)
+    if head is None:
+        return
+    for size in options.sizes:
+        width, height = preflight.fit_longest(*head, size)
+        preflight.check_side(arch, layers, height, width, what=f"the output at --size {size} ({head[0]}x{head[1]} "
+                             f"content)", advice="use a larger --size, or crop the content")
+    for style in styles:
+        s_head = preflight.image_size(style)
+        if s_head is not None:
+            side = max(1, int(-(-options.sizes[-1] * options.style_scale // 1)))
+            width, height = preflight.fit_longest(*s_head, side)
+            preflight.check_side(arch, options.style_layers, height, width,
+                                 what=f"style {style} at {side} px", advice="use a larger --style-scale or --size")
+    size = max(options.sizes)
+    width, height = preflight.fit_longest(*head, size)
+    ratio = min(width, height) / max(width, height)
+    floats = preflight.activation_floats(arch, layers)
+    # forward activations kept for the backward pass, their gradients and the conv temporaries (4x),
+    # the L-BFGS history (2m) and a few image-sized buffers, all f32; the style images' forward pass
+    per_pixel = 4 * (4 * floats + 3 * (2 * options.lbfgs_memory + 8)) + 4 * floats * options.style_scale ** 2 / ratio
+    preflight.check_pixels(width * height, per_pixel, option="--size", size=size,
+                           side_of=lambda px: (px / ratio) ** 0.5)
 
 
 def snapshot_path(out: Path, done: int) -> Path:
@@ -183,8 +247,14 @@ def _run(args, w, content, styles, options: config.Options, init_image, out: Pat
          inputs) -> int:
     bar = progress_bar(options.iters * len(options.sizes), "transfer", quiet=args.quiet)
     save_every = getattr(args, "save_every", None)
+    print_every = getattr(args, "print_every", None)
+    printed = {"done": 0}
 
     def callback(p: Progress) -> None:
+        if print_every and (p.done // print_every > printed["done"] // print_every or p.done == p.total):
+            loss = f"{p.loss:.6g}" if p.loss is not None else "-"
+            bar.write(f"iteration {p.done}/{p.total}: loss {loss}", file=sys.stderr)
+        printed["done"] = p.done
         bar.update(p.done - bar.n)
         bar.set_postfix(loss=f"{p.loss:.4g}" if p.loss is not None else "-", refresh=False)
         if save_every and p.done % save_every == 0 and p.done < p.total:
@@ -230,7 +300,9 @@ def run_demo(args: argparse.Namespace) -> int:
     out = check_output(args.output, [content_path, style_path], suffixes=IMAGE_SUFFIXES)
     report_path = out.with_suffix(".json")
     check_output(report_path, [content_path, style_path, out], suffixes=[".json"])
+    canonical_layers(args)
     options = config.validate(options_of(args, base=config.DEMO), args.arch, 1)
+    check_geometry(options, args.arch, str(content_path), [str(style_path)])
     init_image = read_image(options.init) if options.init not in ("content", "random") else None
     content, style = read_image(content_path), read_image(style_path)
     w = load_weights(args)

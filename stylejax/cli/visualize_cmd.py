@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stylejax import models
+from stylejax.cli import preflight
 from stylejax.cli.common import (
     add_weights_args,
     load_weights,
@@ -18,7 +20,7 @@ from stylejax.cli.common import (
     write_json,
 )
 from stylejax.errors import StylejaxError
-from stylejax.images import check_output, write_image
+from stylejax.images import check_output, same_file, write_image
 from stylejax.interpret.scan import parse_units
 
 EPILOG = """\
@@ -113,11 +115,17 @@ def run(args: argparse.Namespace) -> None:
 
     out = check_output(args.output, [], suffixes=[".png", ".jpg", ".jpeg"])
     report = Path(args.report) if args.report else out.with_suffix(".json")
-    if report.resolve() == out.resolve():
-        raise StylejaxError(f"report {report} would overwrite the output image")
-    check_output(report, [out], suffixes=[".json"])
+    if same_file(report, out):
+        raise StylejaxError(f"--report {report} is the output image; give the report its own .json name")
+    check_output(report, [out], suffixes=[".json"], what="report")
+    args.layer = models.get(args.arch).canonical([args.layer])[0]
     info = layer_info(args.arch, args.layer)
     args.units = parse_units(args.units, info.channels, args.layer)
+    images = len(args.units) * args.batch
+    # per image pixel: the forward activations kept for the backward pass and their gradients,
+    # the transforms' intermediate images, the spectrum and Adam's two moments (f32)
+    per_pixel = 4 * (4 * preflight.activation_floats(args.arch, [args.layer]) + 16) * images
+    preflight.check_pixels(args.size ** 2, per_pixel, option="--size", size=args.size)
     s = Settings(layer=args.layer, objective=args.objective, steps=args.steps, lr=args.lr,
                  size=args.size, batch=args.batch, diversity_weight=args.diversity_weight,
                  decay_power=args.decay_power, transforms=args.transforms,

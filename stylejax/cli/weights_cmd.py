@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from stylejax import models, weights
+from stylejax.cli import preflight
 from stylejax.cli.common import note
+from stylejax.errors import StylejaxError
 from stylejax.preprocessing import CONVENTIONS
 
 
@@ -42,6 +44,10 @@ def run_list(args: argparse.Namespace) -> None:
 
 def run_import(args: argparse.Namespace) -> None:
     models.get(args.arch)
+    preflight.readable(args.file, "a weight file")
+    problem = preflight.check_cache()
+    if problem:
+        raise StylejaxError(f"{problem}; set STYLEJAX_CACHE to a writable folder")
     path = weights.import_file(args.file, args.arch, args.name, args.preprocess, overwrite=args.force)
     print(f"imported {args.file} as {path.stem!r} ({args.arch}) -> {path}")
 

@@ -17,7 +17,9 @@ dependency, and the decoder threads overlap the jitted network step just as well
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,13 +30,15 @@ import numpy as np
 from PIL import Image
 
 from stylejax.errors import StylejaxError
-from stylejax.images import open_rgb
+from stylejax.images import file_kind, open_rgb
 
 
 def walk_files(root: str | os.PathLike, exclude: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
-    """Regular files under ``root``, depth first, sorted by name; hidden names and ``exclude`` skipped.
+    """Files under ``root``, depth first, sorted by name; hidden names and ``exclude`` skipped.
 
-    Symlinked folders are not followed (no cycles); symlinked files are.
+    Symlinked folders are not followed (no cycles); symlinked files are. Entries that are not
+    regular files (FIFOs, sockets, devices, dangling links, link loops, symlinked folders) are
+    yielded too, so the decoder lists them as skipped with the reason instead of dropping them.
     """
     excluded = {os.path.realpath(p) for p in exclude}
     stack = [Path(root)]
@@ -51,7 +55,7 @@ def walk_files(root: str | os.PathLike, exclude: Iterable[str | os.PathLike] = (
                 if entry.is_dir(follow_symlinks=False):
                     if os.path.realpath(entry.path) not in excluded:
                         subfolders.append(Path(entry.path))
-                elif entry.is_file():
+                else:
                     yield Path(entry.path)
             except OSError:
                 continue
@@ -105,7 +109,24 @@ class Batch:
         return len(self.paths)
 
 
+def not_a_file(path: Path) -> str | None:
+    """Why ``path`` is no image file to open (without opening it: a FIFO would block), or None."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "dangling symbolic link" if path.is_symlink() else "no such file"
+    except OSError as exc:
+        return "symbolic link loop" if exc.errno == errno.ELOOP else f"cannot read ({exc.strerror})"
+    if stat.S_ISDIR(mode):
+        return "symlinked folder (not followed)"
+    kind = file_kind(mode)
+    return None if kind is None else f"{kind}, not an image file"
+
+
 def _decode(path: Path, size: int) -> tuple[np.ndarray | None, str | None]:
+    reason = not_a_file(path)
+    if reason is not None:
+        return None, reason
     try:
         return load_square(path, size), None
     except StylejaxError as exc:

@@ -54,7 +54,8 @@ def projection_to_u8(proj: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(128.0 + 127.0 * proj / peak), 0, 255).astype(np.uint8)
 
 
-def _font(size: int = 11):
+def font(size: int = 11):
+    """Pillow's default font at ``size`` px (its bitmap font on Pillow < 10.1), for labels."""
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1
@@ -74,7 +75,7 @@ def block(tiles: Sequence[np.ndarray], tile: int, cols: int, gap: int = 1) -> np
 def _labelled(img: np.ndarray, label: str, height: int = 14) -> np.ndarray:
     canvas = Image.new("RGB", (img.shape[1], img.shape[0] + height), BACKGROUND)
     canvas.paste(Image.fromarray(img), (0, height))
-    ImageDraw.Draw(canvas).text((1, 1), label, fill=(0, 0, 0), font=_font(height - 3))
+    ImageDraw.Draw(canvas).text((1, 1), label, fill=(0, 0, 0), font=font(height - 3))
     return np.asarray(canvas)
 
 
@@ -85,7 +86,7 @@ def mosaic(blocks: Sequence[np.ndarray], cols: int, gap: int = 6, title: str | N
     head = 20 if title else 0
     canvas = Image.new("RGB", (cols * bw + (cols + 1) * gap, head + rows * bh + (rows + 1) * gap), BACKGROUND)
     if title:
-        ImageDraw.Draw(canvas).text((gap, 3), title, fill=(0, 0, 0), font=_font(14))
+        ImageDraw.Draw(canvas).text((gap, 3), title, fill=(0, 0, 0), font=font(14))
     for i, b in enumerate(blocks):
         r, c = divmod(i, cols)
         canvas.paste(Image.fromarray(b), (gap + c * (bw + gap), head + gap + r * (bh + gap)))
@@ -176,6 +177,7 @@ def write_pictures(result: ScanResult | Mapping, root: str | os.PathLike | None,
     ``result`` is the scan's :class:`ScanResult` (a ``patches.json`` document is converted);
     ``root`` the scanned folder (None: the one recorded in the result). ``tiles`` (from
     :func:`unit_tiles`) skips recomputing the patches and projections.
+    Unit strips in ``OUT/units/<layer>/`` that this result does not hold (an earlier run's) are removed.
     """
     result = _typed(result)
     out = Path(out)
@@ -197,6 +199,9 @@ def write_pictures(result: ScanResult | Mapping, root: str | os.PathLike | None,
         path = unit_dir / f"{unit}.png"
         _save_png(Image.fromarray(strip), path)
         written.append(path)
+    for stale in unit_dir.glob("*.png"):  # strips of units an earlier run into OUT kept
+        if stale not in written:
+            stale.unlink(missing_ok=True)
     index = out / "index.html"
     text = index_html(result, has_projection=any(p for _, p in tiles.values()), projection=projection)
     atomic_write(index, lambda f: f.write(text.encode()))

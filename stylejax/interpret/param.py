@@ -54,7 +54,8 @@ def spectrum_scale(h: int, w: int, decay_power: float = 1.0) -> np.ndarray:
 
 def fft_to_rgb(spectrum: jax.Array, h: int, w: int, decay_power: float = 1.0) -> jax.Array:
     """Spectrum f32[2, N, 3, h, w // 2 + 1] -> RGB image f32[N, h, w, 3] in (0, 1)."""
-    scaled = spectrum_scale(h, w, decay_power) * jax.lax.complex(spectrum[0], spectrum[1])
+    scale = spectrum_scale(h, w, decay_power)[None, None]  # [1, 1, h, w // 2 + 1]
+    scaled = jax.lax.complex(scale * spectrum[0], scale * spectrum[1])
     image = jnp.fft.irfft2(scaled, s=(h, w), axes=(-2, -1))  # [N, 3, h, w]
     image = jnp.transpose(image, (0, 2, 3, 1)) / 4.0
     return jax.nn.sigmoid(image @ COLOR_CORRELATION_NORMALIZED.T)

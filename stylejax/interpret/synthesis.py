@@ -176,7 +176,8 @@ def _step(w: Weights, spectrum, opt_state, unit, key, i, redirect_until, *, s: S
         return -value
 
     neg, grad = jax.value_and_grad(loss)(spectrum)
-    updates, opt_state = optax.adam(s.lr).update(grad, opt_state, spectrum)
+    with jax.numpy_dtype_promotion("standard"):  # optax's Adam raises 0.9 to an int32 count
+        updates, opt_state = optax.adam(s.lr).update(grad, opt_state, spectrum)
     return optax.apply_updates(spectrum, updates), opt_state, -neg
 
 

@@ -12,6 +12,7 @@ layers where it measured faster, direct elsewhere and for the other families).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -41,6 +42,20 @@ class Backbone:
     @property
     def layer_names(self) -> list[str]:
         return [layer.name for layer in self.layers]
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        """Other names of layers: jcjohnson/neural-style's ``reluB_C`` for the post-ReLU ``convB_C``."""
+        return {"relu" + layer.name[4:]: layer.name for layer in self.layers
+                if layer.kind == "conv" and re.fullmatch(r"conv\d+_\d+", layer.name)}
+
+    def canonical(self, layers: Sequence[str] | str) -> list[str]:
+        """Names with aliases (``relu4_2``) replaced by the table's names (``conv4_2``), validated."""
+        if isinstance(layers, str):
+            layers = (layers,)
+        names = [self.aliases.get(name, name) for name in layers]
+        self.check_layers(names)
+        return names
 
     def check_layers(self, layers: Sequence[str] | str) -> tuple[str, ...]:
         """Validate names (a single name is a one-layer tuple); raises StylejaxError listing the valid ones."""

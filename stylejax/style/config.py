@@ -20,8 +20,11 @@ from stylejax.activations import PRECISIONS
 from stylejax.errors import StylejaxError
 
 OPTIMIZERS = ("lbfgs", "adam", "gd")
-#: Step size per optimiser in pixel units (0-255) when ``lr`` is not given.
-DEFAULT_LR = {"lbfgs": 1.0, "adam": 10.0, "gd": 1e-3}
+#: Step size per optimiser in pixel units (0-255) when ``lr`` is not given. Plain gradient
+#: descent has no scale of its own: at the defaults (256 px, beta 10) the mean |dJ/dx| at the
+#: content is about 1e4 per pixel value, so 1e-4 moves a pixel by about 1 per step; smaller
+#: images have larger gradients (4e5 at 64 px) and need a smaller lr.
+DEFAULT_LR = {"lbfgs": 1.0, "adam": 10.0, "gd": 1e-4}
 POOLINGS = ("max", "avg")
 STYLE_LOSSES = ("gram",)
 WEIGHT_UNITS = ("gatys", "neural-style")

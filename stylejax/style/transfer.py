@@ -312,7 +312,7 @@ def _initial(s: Options, content_px: np.ndarray, key: jax.Array, init_image, con
     if s.init == "content":
         x = jnp.asarray(content_px)
     elif s.init == "random":
-        mean = deprocess(jnp.zeros((3,)), convention)
+        mean = deprocess(jnp.zeros((1, 1, 1, 3)), convention)
         noise = jnp.stack([jax.random.normal(jax.random.fold_in(key, b), (h, wd, 3)) for b in range(batch)])
         x = mean + s.init_noise * noise
     else:
