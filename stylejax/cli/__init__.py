@@ -16,7 +16,7 @@ from stylejax.cli import signals
 from stylejax.cli.common import Parser, run_guarded
 
 #: Help order of the subcommand modules; every ``stylejax/cli/*_cmd.py`` module is registered.
-ORDER = ("transfer_cmd", "features_cmd", "rf_cmd", "patches_cmd", "visualize_cmd", "atlas_cmd",
+ORDER = ("transfer_cmd", "video_cmd", "features_cmd", "rf_cmd", "patches_cmd", "visualize_cmd", "atlas_cmd",
          "attribute_cmd", "classify_cmd", "weights_cmd")
 
 

@@ -272,7 +272,7 @@ def _run(args, w, content, styles, options: config.Options, init_image, out: Pat
         "objective": result.objective, "iterations": result.iterations, "seconds": result.seconds,
         "s_per_iter": result.s_per_iter, "per_scale": result.per_scale, "interrupted": result.interrupted,
         "diverged": result.diverged, "loss": result.loss, "history": result.history,
-        "shape": list(result.image.shape[:2]), "weights": w.report(), **_environment(),
+        "shape": list(result.image.shape[:2]), "weights": w.report(), **environment(),
     }
     write_json(report_path, report)
     if result.interrupted:
@@ -285,7 +285,7 @@ def _run(args, w, content, styles, options: config.Options, init_image, out: Pat
     return 0
 
 
-def _environment() -> dict[str, str]:
+def environment() -> dict[str, str]:
     """Where the run happened: device, jax version and the XLA flags in force."""
     import jax
 

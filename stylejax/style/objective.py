@@ -11,7 +11,10 @@ It is split by what may change without compiling anything new:
   sweeping them reuses one compiled step.
 * targets (a pytree of arrays): ``{"content": {layer: f32[h, w, C]},
   "style": {layer: {"mean": f32[C], "second": f32[C, C]}}}``, the content's activations and
-  the style statistics as position averages (:func:`stylejax.losses.layer_stats`).
+  the style statistics as position averages (:func:`stylejax.losses.layer_stats`); with
+  ``Spec.temporal`` also ``"temporal": {"image": f32[H, W, 3], "mask": f32[H, W]}``, the
+  previous video frame's output warped onto this one and its consistency mask
+  (:mod:`stylejax.temporal`), which adds ``lambda_t Jt`` to ``J``.
 
 Everything here is a pure function of arrays; the caller chooses where to ``jit``.
 """
@@ -26,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stylejax import color, losses
+from stylejax import color, losses, temporal
 from stylejax.activations import feature_shapes, features
 from stylejax.errors import StylejaxError
 from stylejax.swag import swag
@@ -41,6 +44,7 @@ class Spec:
 
     ``conv="auto"`` takes the fast CPU convolutions (reverse mode only). ``swag`` is the SWAG
     temperature (None: off). ``luminance``: the variable is the luminance f32[H, W, 1].
+    ``temporal``: the targets hold a temporal target (video), weighted by ``LossWeights.temporal``.
     """
 
     content_layers: tuple[str, ...]
@@ -52,6 +56,7 @@ class Spec:
     swag: float | None = None
     style_loss: str = "gram"
     luminance: bool = False
+    temporal: bool = False
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -59,20 +64,26 @@ class Spec:
 
 
 class LossWeights(NamedTuple):
-    """The traced weights of ``J``: alpha f32[], beta f32[], gamma f32[], lambda f32[L]."""
+    """The traced weights of ``J``: alpha f32[], beta f32[], gamma f32[], lambda f32[L] and the
+    temporal weight lambda_t f32[] (used only with ``Spec.temporal``)."""
 
     content: jax.Array
     style: jax.Array
     tv: jax.Array
     style_layers: jax.Array
+    temporal: jax.Array = np.float32(0.0)
 
     @classmethod
-    def of(cls, content: float, style: float, tv: float, style_layers: Sequence[float]) -> LossWeights:
-        return cls(*(jnp.asarray(v, jnp.float32) for v in (content, style, tv, style_layers)))
+    def of(cls, content: float, style: float, tv: float, style_layers: Sequence[float],
+           temporal: float = 0.0) -> LossWeights:
+        return cls(*(jnp.asarray(v, jnp.float32) for v in (content, style, tv, style_layers, temporal)))
 
     def to_dict(self, spec: Spec) -> dict:
-        return {"alpha": float(self.content), "beta": float(self.style), "gamma": float(self.tv),
-                "style_layer_weights": dict(zip(spec.style_layers, np.asarray(self.style_layers).tolist()))}
+        d = {"alpha": float(self.content), "beta": float(self.style), "gamma": float(self.tv),
+             "style_layer_weights": dict(zip(spec.style_layers, np.asarray(self.style_layers).tolist()))}
+        if spec.temporal:
+            d["lambda_t"] = float(self.temporal)
+        return d
 
 
 def activations(weights: Weights, spec: Spec, pixels: jax.Array, layers: Sequence[str]) -> dict[str, jax.Array]:
@@ -109,7 +120,8 @@ def loss_terms(weights: Weights, spec: Spec, lw: LossWeights, x: jax.Array, targ
     """``(J, terms)`` for one image ``x`` f32[H, W, 1|3] (pixels) against ``targets``.
 
     ``terms`` holds the unweighted ``content`` (``sum`` over content layers), ``style``
-    (``sum_l lambda_l Js[l]``), ``tv`` and each ``style/<layer>``, all f32[].
+    (``sum_l lambda_l Js[l]``), ``tv``, ``temporal`` (with ``spec.temporal``) and each
+    ``style/<layer>``, all f32[].
     """
     pixels = to_pixels(x)
     acts = activations(weights, spec, pixels, spec.layers)
@@ -126,6 +138,10 @@ def loss_terms(weights: Weights, spec: Spec, lw: LossWeights, x: jax.Array, targ
     jtv = losses.tv_loss(pixels)
     total = losses.total_loss(jc, js, jtv, lw.content, lw.style, lw.tv)
     terms = {"total": total, "content": jc, "style": js, "tv": jtv}
+    if spec.temporal:
+        jt = temporal.temporal_loss(pixels, targets["temporal"]["image"], targets["temporal"]["mask"])
+        total = total + lw.temporal * jt
+        terms.update(total=total, temporal=jt)
     terms.update({f"style/{l}": v for l, v in per_layer.items()})
     return total, terms
 

@@ -13,6 +13,7 @@ best iterate was evaluated.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
@@ -97,7 +98,7 @@ def check_image(image, what: str) -> np.ndarray:
 
 def transfer(content, style_or_styles, *, weights: Weights | str = "vgg16", options: Options | None = None,
              preset: str | None = None, key: jax.Array | None = None, init_image=None,
-             callback: Callback | None = None, **overrides) -> Result:
+             callback: Callback | None = None, temporal_target: dict | None = None, **overrides) -> Result:
     """Style ``content`` u8[H, W, 3] (or float pixels 0-255) with one style image or a list.
 
     ``overrides`` are :class:`stylejax.style.config.Options` fields (the CLI's options,
@@ -108,21 +109,31 @@ def transfer(content, style_or_styles, *, weights: Weights | str = "vgg16", opti
     used when ``init`` is a path. ``callback`` gets a :class:`stylejax.progress.Progress`
     after every compiled call; a ``KeyboardInterrupt`` (Ctrl-C, or raised by the callback) stops
     the run and returns the best image so far with ``interrupted=True``.
+    ``temporal_target`` (video, :mod:`stylejax.video`): ``{"image": f32[H, W, 3], "mask":
+    f32[H, W], "weight": float}`` at the output size adds ``weight * Jt``
+    (:func:`stylejax.temporal.temporal_loss`) to the objective; the weight is traced.
     """
     content = check_image(content, "content")
     if content.ndim != 3:
         raise StylejaxError(f"content must be one image u8[H, W, 3], got shape {content.shape}; "
                             "use transfer_batch for a batch")
+    if temporal_target is not None:
+        temporal_target = {"image": np.asarray(temporal_target["image"], np.float32)[None],
+                           "mask": np.asarray(temporal_target["mask"], np.float32)[None],
+                           "weight": temporal_target["weight"]}
     return transfer_batch(content[None], style_or_styles, weights=weights, options=options, preset=preset,
-                          key=key, init_image=init_image, callback=callback, **overrides)
+                          key=key, init_image=init_image, callback=callback, temporal_target=temporal_target,
+                          **overrides)
 
 
 def transfer_batch(contents, style_or_styles, *, weights: Weights | str = "vgg16", options: Options | None = None,
                    preset: str | None = None, key: jax.Array | None = None, init_image=None,
-                   callback: Callback | None = None, **overrides) -> Result:
+                   callback: Callback | None = None, temporal_target: dict | None = None,
+                   **overrides) -> Result:
     """Style a batch of same-size contents u8[B, H, W, 3]; each gets its own optimiser state.
 
-    Options as :func:`transfer`; image ``b`` of a random init uses ``fold_in(key, b)``.
+    Options as :func:`transfer`; image ``b`` of a random init uses ``fold_in(key, b)``;
+    ``temporal_target`` holds ``image`` f32[B, H, W, 3] and ``mask`` f32[B, H, W].
     """
     from stylejax.weights import load
 
@@ -142,7 +153,8 @@ def transfer_batch(contents, style_or_styles, *, weights: Weights | str = "vgg16
         if init_image is None:
             raise StylejaxError(f"init {s.init!r}: give init_image (or use init='content' / 'random')")
         init_image = check_image(init_image, "init image")
-    return _run(w, contents, styles, s, jax.random.PRNGKey(s.seed) if key is None else key, init_image, callback)
+    return _run(w, contents, styles, s, jax.random.PRNGKey(s.seed) if key is None else key, init_image, callback,
+                temporal_target)
 
 
 def _is_one_image(value) -> bool:
@@ -167,8 +179,10 @@ def loss_weights(w: Weights, spec: Spec, s: Options, output_shape: tuple[int, in
 
 
 def _run(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray], s: Options, key: jax.Array,
-         init_image, callback: Callback | None) -> Result:
+         init_image, callback: Callback | None, temporal_target: dict | None = None) -> Result:
     spec = spec_of(s)
+    if temporal_target is not None:
+        spec = dataclasses.replace(spec, temporal=True)
     tx = direction(s.optimizer, s.lbfgs_memory) if isinstance(s.optimizer, str) else s.optimizer
     lr = jnp.asarray(s.learning_rate if isinstance(s.optimizer, str) else 1.0, jnp.float32)
     blend = np.asarray(s.style_blend or [1.0] * len(styles), np.float64)
@@ -176,6 +190,8 @@ def _run(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray], s: Opti
     batch = contents.shape[0]
     out_shape = np.asarray(resize_longest(contents[0], s.sizes[-1])).shape[:2]
     lw = loss_weights(w, spec, s, out_shape)
+    if temporal_target is not None:
+        lw = lw._replace(temporal=jnp.asarray(temporal_target["weight"], jnp.float32))
     hyper = Hyper(lw, lr)
     total = s.iters * len(s.sizes)
     done, history, per_scale = 0, [], []
@@ -186,6 +202,8 @@ def _run(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray], s: Opti
         for size in s.sizes:
             content_px = np.stack([np.asarray(resize_longest(c, size)) for c in contents]).astype(np.float32)
             targets = _scale_targets(w, spec, s, content_px, styles, blend, size)
+            if temporal_target is not None:
+                targets = {**targets, "temporal": _temporal_at(temporal_target, content_px.shape[1:3])}
             x = (_initial(s, content_px, key, init_image, w.preprocessing) if state is None else
                  jax.image.resize(state.best_x, (batch, *content_px.shape[1:3], state.best_x.shape[-1]), "bilinear"))
             state = _shard_batch(init_state(tx, x, _term_names(spec)), batch)
@@ -234,7 +252,18 @@ def _run(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray], s: Opti
 
 
 def _term_names(spec: Spec) -> tuple[str, ...]:
-    return ("total", "content", "style", "tv", *(f"style/{l}" for l in spec.style_layers))
+    return ("total", "content", "style", "tv", *(("temporal",) if spec.temporal else ()),
+            *(f"style/{l}" for l in spec.style_layers))
+
+
+def _temporal_at(temporal_target: dict, hw: tuple[int, int]) -> dict:
+    """The temporal target's image f32[B, H, W, 3] and mask f32[B, H, W] resized (bilinear) to ``hw``."""
+    image = jnp.asarray(temporal_target["image"], jnp.float32)
+    mask = jnp.asarray(temporal_target["mask"], jnp.float32)
+    if image.shape[1:3] != tuple(hw):
+        image = jax.image.resize(image, (image.shape[0], *hw, 3), "bilinear")
+        mask = jax.image.resize(mask, (mask.shape[0], *hw), "bilinear")
+    return {"image": image, "mask": mask}
 
 
 def _shard_batch(tree, batch: int):
