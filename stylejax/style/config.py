@@ -101,7 +101,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                     style_weight=100.0, tv_weight=1e-3, weight_units="neural-style"),
 }
 #: ``stylejax demo``: a shipped photo and style, quick on a CPU.
-DEMO: dict[str, Any] = dict(size=160, iters=100, style_weight=5.0)
+DEMO: dict[str, Any] = dict(size=384, iters=120, style_weight=10.0)
 
 
 def option_names() -> tuple[str, ...]:
