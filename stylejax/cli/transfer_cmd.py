@@ -155,7 +155,7 @@ def register(sub) -> None:
                     "(scikit-image's chelsea or astronaut) in the style of a shipped public-domain "
                     "painting (van Gogh's Starry Night by default; Munch, Turner, Matisse), then print "
                     f"where the result is. {demo['size']} px, {demo['iters']} L-BFGS iterations: about 1.5 "
-                    "minute on a CPU. Every transfer option applies.")
+                    "minutes on a 2-core CPU. Every transfer option applies.")
     d.add_argument("-o", "--output", required=True, metavar="OUT.png", help="output image")
     d.add_argument("--content", choices=tuple(DEMO_CONTENTS), default="chelsea", help="content (default chelsea)")
     d.add_argument("--style", choices=tuple(DEMO_STYLES), default="starry_night",
