@@ -129,7 +129,7 @@ def test_bad_input_is_one_line(folder, tmp_path, capsys):
     _fails(capsys, [str(folder), *ARGV, "--top", "0", "-o", str(site)], "--top", code=2)
     _fails(capsys, [str(folder), *ARGV, "--visualize-size", "8", "-o", str(site)], "too small")
     _fails(capsys, [str(folder), *ARGV, "-o", str(tmp_path / "missing" / "site")], "does not exist")
-    _fails(capsys, [str(folder), *ARGV, "-o", str(folder), "--resume"], "is the image folder")
+    _fails(capsys, [str(folder), *ARGV, "-o", str(folder), "--resume"], "inside the scanned folder")
     (tmp_path / "file").write_text("x")
     _fails(capsys, [str(folder), *ARGV, "-o", str(tmp_path / "file")], "not a folder")
     assert not site.exists()

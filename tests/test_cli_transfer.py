@@ -149,9 +149,9 @@ def test_subprocess_error_is_one_line(files, tmp_path):
 
 def test_demo_runs_on_shipped_images(tmp_path, vgg16, capsys):
     out = tmp_path / "demo.png"
-    code, stdout, err = _run(["demo", "-o", str(out), "--size", "24", "--iters", "2", "--quiet"], capsys)
+    code, stdout, err = _run(["demo", "-o", str(out), "--size", "40", "--iters", "2", "--quiet"], capsys)
     assert code == 0, err
-    assert str(out) in stdout and max(Image.open(out).size) == 24
+    assert str(out) in stdout and max(Image.open(out).size) == 40
     assert json.loads(out.with_suffix(".json").read_text())["content"].endswith("chelsea.jpg")
 
 

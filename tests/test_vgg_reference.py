@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import data_path
-from stylejax.extract import extract_features
+from stylejax.activations import features as extract_features
 from stylejax.models import vgg
 from stylejax.preprocessing import preprocess
 
