@@ -10,17 +10,22 @@ It is split by what may change without compiling anything new:
 * :class:`LossWeights` (a pytree of arrays): alpha, beta, gamma and the lambdas. Traced, so
   sweeping them reuses one compiled step.
 * targets (a pytree of arrays): ``{"content": {layer: f32[h, w, C]},
-  "style": {layer: {"mean": f32[C], "second": f32[C, C]}}}``, the content's activations and
-  the style statistics as position averages (:func:`stylejax.losses.layer_stats`); with
+  "style": {layer: {"mean": f32[S, C], "second": f32[S, C, C]}}}``, the content's activations
+  and the style statistics as position averages for ``S`` regions (S = 1: the blended styles;
+  with region masks one per style, and ``"masks": {layer: f32[S, h, w]}``); with
   ``Spec.temporal`` also ``"temporal": {"image": f32[H, W, 3], "mask": f32[H, W]}``, the
   previous video frame's output warped onto this one and its consistency mask
   (:mod:`stylejax.temporal`), which adds ``lambda_t Jt`` to ``J``.
 
-Everything here is a pure function of arrays; the caller chooses where to ``jit``.
+Every style distance is a function of position sums (:class:`Sums`, :func:`layer_sums`) and
+the content term a sum over positions, so the objective and its gradient can also be
+accumulated over tiles of the image. Everything here is a pure function of arrays; the
+caller chooses where to ``jit``.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -32,6 +37,7 @@ import numpy as np
 from stylejax import color, losses, temporal
 from stylejax.activations import feature_shapes, features
 from stylejax.errors import StylejaxError
+from stylejax.style_stats import area_resize
 from stylejax.swag import swag
 from stylejax.weights import Weights
 
@@ -99,20 +105,83 @@ def to_pixels(x: jax.Array) -> jax.Array:
     return color.gray3(x) if x.shape[-1] == 1 else x
 
 
+class Sums(NamedTuple):
+    """One style layer's position sums for ``S`` regions: ``first`` = sum_p m_p a_p f32[S, C],
+    ``second`` = sum_p m_p a_p a_p^T f32[S, C, C] and ``mass`` = sum_p m_p f32[S].
+
+    Sums add over disjoint sets of positions (tiles); their averages ``first / mass`` and
+    ``second / mass`` are the statistics every style distance is a function of.
+    """
+
+    first: jax.Array
+    second: jax.Array
+    mass: jax.Array
+
+
+def layer_sums(a: jax.Array, mask: jax.Array | None = None) -> Sums:
+    """:class:`Sums` of one image's activation ``a`` f32[h, w, C] under position weights ``mask``
+    f32[S, h, w] (None: one region weighing every position 1)."""
+    flat = a.reshape(-1, a.shape[-1])
+    if mask is None:
+        return Sums(jnp.sum(flat, axis=0)[None], losses._gram_flat(flat)[None],
+                    jnp.full((1,), flat.shape[0], flat.dtype))
+    m = mask.reshape(mask.shape[0], -1).astype(flat.dtype)
+    return Sums(m @ flat, losses._gram_flat(jnp.sqrt(m)[:, :, None] * flat[None]), jnp.sum(m, axis=-1))
+
+
+def _averages(sums: Sums) -> tuple[jax.Array, jax.Array]:
+    """(mean f32[S, C], E[a a^T] f32[S, C, C]); a region of zero mass gives zeros, not NaN."""
+    mass = jnp.maximum(sums.mass, jnp.finfo(sums.first.dtype).tiny)
+    return sums.first / mass[:, None], sums.second / mass[:, None, None]
+
+
+def style_distance(spec: Spec, sums: Sums, target: dict[str, jax.Array]) -> jax.Array:
+    """One layer's style loss from the generated image's :class:`Sums` and the layer's target
+    ``{"mean": f32[S, C], "second": f32[S, C, C]}``, summed over the S regions.
+
+    ``gram``: ``||E_G[a a^T] - E_S[a a^T]||_F^2 / C^2`` (= ``Js[l]``, the lecture's
+    ``||G(S) - G(G)||_F^2 / (nH nW nC)^2`` at equal sizes).
+    """
+    _, second = _averages(sums)
+    channels = second.shape[-1]
+    return jnp.sum(jnp.square(second - target["second"])) / channels**2
+
+
+def style_masks(weights: Weights, spec: Spec, masks: jax.Array) -> dict[str, jax.Array]:
+    """Region masks f32[S, H, W] (0-1, at the image's size) area-averaged onto each style layer's
+    grid: ``{layer: f32[S, h, w]}``."""
+    shapes = feature_shapes(weights, masks.shape[-2:], spec.style_layers, pooling=spec.pooling)
+    return {l: jax.vmap(lambda m, l=l: area_resize(m, *shapes[l][:2]))(masks) for l in spec.style_layers}
+
+
 def targets(weights: Weights, spec: Spec, content: jax.Array, styles: Sequence[jax.Array],
-            blend: jax.Array) -> Targets:
-    """Targets from a content f32[H, W, 3] and style images f32[Hs, Ws, 3] (any sizes), all RGB
-    0-255, blended by ``blend`` f32[S] (weights summing to 1) in the style statistics."""
+            blend: jax.Array, masks: jax.Array | None = None) -> Targets:
+    """Targets from a content f32[H, W, 3] and style images f32[Hs, Ws, 3] (any sizes), all RGB 0-255.
+
+    Without ``masks`` the styles are blended by ``blend`` f32[S] (weights summing to 1) into one
+    region's statistics (S = 1). With ``masks`` f32[S, H, W] (one per style, 0-1 at the content's
+    size) each style keeps its own statistics and ``targets["masks"]`` holds the masks on every
+    style layer's grid; style ``s`` is then matched on the positions its mask weighs.
+    """
     if len(styles) != jnp.shape(blend)[0]:
         raise StylejaxError(f"{len(styles)} style images for {jnp.shape(blend)[0]} blend weights")
     acts = activations(weights, spec, content, spec.content_layers)
-    style: dict[str, dict[str, jax.Array]] = {}
-    for i, image in enumerate(styles):
-        stats = {l: losses.layer_stats(a) for l, a in activations(weights, spec, image, spec.style_layers).items()}
-        for l in spec.style_layers:
-            part = jax.tree.map(lambda v: blend[i] * v, stats[l])
-            style[l] = part if l not in style else jax.tree.map(jnp.add, style[l], part)
-    return {"content": {l: acts[l] for l in spec.content_layers}, "style": style}
+    per_style = []
+    for image in styles:
+        a = activations(weights, spec, image, spec.style_layers)
+        per_style.append({l: dict(zip(("mean", "second"), _averages(layer_sums(a[l])))) for l in spec.style_layers})
+    if masks is None:
+        style = {l: jax.tree.map(lambda *v: sum(blend[i] * x for i, x in enumerate(v)), *(p[l] for p in per_style))
+                 for l in spec.style_layers}
+        return {"content": {l: acts[l] for l in spec.content_layers}, "style": style}
+    style = {l: jax.tree.map(lambda *v: jnp.concatenate(v), *(p[l] for p in per_style)) for l in spec.style_layers}
+    return {"content": {l: acts[l] for l in spec.content_layers}, "style": style,
+            "masks": style_masks(weights, spec, jnp.asarray(masks, jnp.float32))}
+
+
+def content_term(spec: Spec, acts: dict[str, jax.Array], targets: Targets) -> jax.Array:
+    """``Jc`` summed over the content layers (a sum over positions)."""
+    return sum(losses.content_loss(acts[l], targets["content"][l]) for l in spec.content_layers)
 
 
 def loss_terms(weights: Weights, spec: Spec, lw: LossWeights, x: jax.Array, targets: Targets
@@ -125,15 +194,18 @@ def loss_terms(weights: Weights, spec: Spec, lw: LossWeights, x: jax.Array, targ
     """
     pixels = to_pixels(x)
     acts = activations(weights, spec, pixels, spec.layers)
-    style_target = {l: targets["style"][l]["second"] for l in spec.style_layers}
+    masks = targets.get("masks", {})
+
     if spec.normalize_gradients:
         jc = sum(losses.normalized_term(losses.content_loss, acts[l], targets["content"][l])
                  for l in spec.content_layers)
-        per_layer = {l: losses.normalized_term(losses.style_layer_loss, acts[l], style_target[l])
+        per_layer = {l: losses.normalized_term(functools.partial(_named_layer_loss, spec, l), acts[l],
+                                               (targets["style"][l], masks.get(l)))
                      for l in spec.style_layers}
     else:
-        jc = sum(losses.content_loss(acts[l], targets["content"][l]) for l in spec.content_layers)
-        per_layer = {l: losses.style_layer_loss(acts[l], style_target[l]) for l in spec.style_layers}
+        jc = content_term(spec, acts, targets)
+        per_layer = {l: style_distance(spec, layer_sums(acts[l], masks.get(l)), targets["style"][l])
+                     for l in spec.style_layers}
     js = sum(lw.style_layers[i] * per_layer[l] for i, l in enumerate(spec.style_layers))
     jtv = losses.tv_loss(pixels)
     total = losses.total_loss(jc, js, jtv, lw.content, lw.style, lw.tv)
@@ -144,6 +216,11 @@ def loss_terms(weights: Weights, spec: Spec, lw: LossWeights, x: jax.Array, targ
         terms.update(total=total, temporal=jt)
     terms.update({f"style/{l}": v for l, v in per_layer.items()})
     return total, terms
+
+
+def _named_layer_loss(spec: Spec, layer: str, a: jax.Array, aux) -> jax.Array:
+    target, mask = aux
+    return style_distance(spec, layer_sums(a, mask), target)
 
 
 def neural_style_weights(weights: Weights, spec: Spec, content_shape: tuple[int, int],
@@ -162,5 +239,5 @@ def neural_style_weights(weights: Weights, spec: Spec, content_shape: tuple[int,
     return alpha, float(style_strength), tuple(1.0 / shapes[l][-1] ** 2 for l in spec.style_layers)
 
 
-__all__ = ["LossWeights", "Spec", "Targets", "activations", "loss_terms", "neural_style_weights", "targets",
-           "to_pixels"]
+__all__ = ["LossWeights", "Spec", "Sums", "Targets", "activations", "content_term", "layer_sums", "loss_terms",
+           "neural_style_weights", "style_distance", "style_masks", "targets", "to_pixels"]
