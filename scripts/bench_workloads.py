@@ -236,7 +236,7 @@ def library_transfer(w: stylejax.Weights, size: int, optimizer: str) -> Runner:
         return jax.block_until_ready(values[:, 0])
 
     def pairs() -> int:
-        return int(np.minimum(state["s"].opt_state.held, LBFGS_MEMORY)[0])
+        return int(np.minimum(np.ravel(state["s"].opt_state.held)[0], LBFGS_MEMORY))
 
     return Runner(run, compile_s, compiled, pairs if optimizer == "lbfgs" else None)
 
