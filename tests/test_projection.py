@@ -168,18 +168,9 @@ def _torch_projection(torch, params, pixels, layer, unit, y, x, method):
         def backward(ctx, g):
             return g.clamp(min=0)
 
-    class Guided(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, t):
-            ctx.save_for_backward(t)
-            return t.clamp(min=0)
+    from torch_reference import GuidedReLU  # imports torch: only once it is known to be installed
 
-        @staticmethod
-        def backward(ctx, g):
-            (t,) = ctx.saved_tensors
-            return g * (t > 0) * (g > 0)
-
-    relu = {"deconvnet": Deconv.apply, "guided": Guided.apply}[method]
+    relu = {"deconvnet": Deconv.apply, "guided": GuidedReLU.apply}[method]
     img = torch.tensor(np.asarray(pixels, np.float64), requires_grad=True)
     mean = torch.tensor(CAFFE_BGR_MEAN.astype(np.float64))
     t = (img.flip(-1) - mean).permute(2, 0, 1)[None]  # caffe: BGR minus mean, NCHW

@@ -9,10 +9,10 @@ from pathlib import Path
 from stylejax import models, weights
 from stylejax.cli import preflight
 from stylejax.cli.common import (
+    add_scan_args,
     add_weights_args,
     name_list,
     nonnegative_int,
-    positive_float,
     positive_int,
     progress_bar,
     progress_callback,
@@ -62,12 +62,7 @@ def register(sub) -> None:
                    help="how patches are projected to pixels (default: deconvnet, Zeiler & Fergus)")
     p.add_argument("--seed", type=nonnegative_int, default=0, metavar="S", help="visualisation seed (default: 0)")
     add_weights_args(p)
-    p.add_argument("--resume", action="store_true",
-                   help="continue the unfinished atlas in SITE (same settings required)")
-    p.add_argument("--checkpoint-every", type=positive_float, default=60.0, metavar="SECONDS",
-                   help="save the scan state this often (default: 60)")
-    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
-                   help="image decoding threads (default: min(8, CPU count))")
+    add_scan_args(p, "continue the unfinished atlas in SITE (same settings required)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(handler=run)
 

@@ -199,6 +199,15 @@ def add_weights_args(p: argparse.ArgumentParser, default_arch: str = "vgg16") ->
                         "file (default: the built-in ImageNet weights of --arch)")
 
 
+def add_scan_args(p: argparse.ArgumentParser, resume_help: str) -> None:
+    """``--resume`` (help: ``resume_help``), ``--checkpoint-every`` and ``--workers`` of the scanning commands."""
+    p.add_argument("--resume", action="store_true", help=resume_help)
+    p.add_argument("--checkpoint-every", type=positive_float, default=60.0, metavar="SECONDS",
+                   help="save the scan state this often (default: 60)")
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help="image decoding threads (default: min(8, CPU count))")
+
+
 def note(message: str) -> None:
     """A one-line note on stderr (e.g. a one-time weight conversion)."""
     print(f"stylejax: {message}", file=sys.stderr, flush=True)

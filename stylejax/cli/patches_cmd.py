@@ -10,7 +10,7 @@ from pathlib import Path
 
 from stylejax import distributed, models
 from stylejax.cli import preflight, supervise
-from stylejax.cli.common import (add_weights_args, fail, load_weights, nonnegative_int, positive_float, positive_int,
+from stylejax.cli.common import (add_scan_args, add_weights_args, fail, load_weights, nonnegative_int, positive_int,
                                  progress_callback, write_json)
 from stylejax.errors import StylejaxError
 from stylejax.interpret import scan as scan_lib
@@ -42,12 +42,7 @@ def register(sub) -> None:
     p.add_argument("--batch", type=positive_int, default=16, metavar="B",
                    help="images per compiled step, split over all devices (default: 16)")
     add_weights_args(p)
-    p.add_argument("--resume", action="store_true",
-                   help="continue the interrupted scan saved in OUT (same settings required)")
-    p.add_argument("--checkpoint-every", type=positive_float, default=60.0, metavar="SECONDS",
-                   help="save the scan state this often (default: 60)")
-    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
-                   help="image decoding threads (default: min(8, CPU count))")
+    add_scan_args(p, "continue the interrupted scan saved in OUT (same settings required)")
     p.add_argument("--tile", type=positive_int, default=64, metavar="PX",
                    help="side of each patch in the pictures (default: 64)")
     p.add_argument("--projection", choices=("none", "deconvnet", "guided"), default="none",
