@@ -3,7 +3,9 @@ the real VGG16 at tiny sizes, against independent float64 references."""
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import pytest
 from PIL import Image
 
 from stylejax.activations import features
+from stylejax.images import resize_longest
 from stylejax.cli import main
 from stylejax.errors import StylejaxError
 from stylejax.style import config, crowsonkb
@@ -23,8 +26,15 @@ from stylejax.style.objective import loss_terms
 from stylejax.style.transfer import _scale_targets, loss_weights, scale_state, spec_of, transfer
 
 B1, B2, EPS = 0.9, 0.999, 1e-8  # optax.scale_by_adam's defaults
-#: Shallow layers keep the compiles short; the runs below share one spec (and compiled steps).
-SHALLOW = dict(content_layers=("conv2_2",), style_layers=("conv1_1", "conv2_1"))
+#: Shallow layers keep the compiles short; every run below shares this spec, the sizes 16, 23 and
+#: 32 and Adam with an average, so the compiled steps are shared. Five style layers: the preset's.
+SHALLOW = dict(content_layers=("conv2_2",), style_layers=("conv1_1", "conv1_2", "pool1", "conv2_1", "conv2_2"))
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _value_and_grad(w, lw, x, t, *, spec):
+    """J and dJ/dx at one image x f32[H, W, 3] against targets t (the reference's gradients)."""
+    return jax.value_and_grad(lambda v: loss_terms(w, spec, lw, v, t)[0])(x)
 
 
 @pytest.fixture(scope="module")
@@ -60,16 +70,16 @@ def test_ema_output_is_the_average_of_the_iterates(vgg16, images):
     """The output equals a float64 bias-corrected average of the iterates of a float64 Adam,
     and the reported loss is the objective at that average."""
     content, style = images
-    opts = config.Options(size=32, iters=6, optimizer="adam", lr=12.0, ema=0.7, tv_weight=1e-3, **SHALLOW)
+    opts = config.Options(size=23, iters=6, optimizer="adam", lr=12.0, ema=0.7, tv_weight=1e-3, **SHALLOW)
     r = transfer(content, style, weights=vgg16, options=opts)
-    s, spec, lw, targets = _objective(vgg16, opts, content[None].astype(np.float32), style, 32)
+    c23 = np.asarray(resize_longest(content, 23)).astype(np.float32)
+    s, spec, lw, targets = _objective(vgg16, opts, c23[None], style, 23)
     t0 = jax.tree.map(lambda a: a[0], targets)
-    grad = jax.jit(jax.grad(lambda v: loss_terms(vgg16, spec, lw, v, t0)[0]))
-    x = content.astype(np.float64)
+    x = c23.astype(np.float64)
     m = v = np.zeros_like(x)
     xs = [x]
     for n in range(1, 7):
-        g = np.asarray(grad(jnp.asarray(x, jnp.float32)), np.float64)
+        g = np.asarray(_value_and_grad(vgg16, lw, jnp.asarray(x, jnp.float32), t0, spec=spec)[1], np.float64)
         m, v = B1 * m + (1 - B1) * g, B2 * v + (1 - B2) * g * g
         x = x - 12.0 * (m / (1 - B1**n)) / (np.sqrt(v / (1 - B2**n)) + EPS)
         xs.append(x)
@@ -79,7 +89,7 @@ def test_ema_output_is_the_average_of_the_iterates(vgg16, images):
     ref = np.clip(avg, 0, 255)
     assert np.abs(ref - np.clip(xs[-1], 0, 255)).max() > 10  # the average is not the last iterate
     assert np.abs(r.image.astype(np.float64) - ref).max() <= 0.5 + 0.02
-    total = float(loss_terms(vgg16, spec, lw, jnp.asarray(avg, jnp.float32), t0)[0])
+    total = float(_value_and_grad(vgg16, lw, jnp.asarray(avg, jnp.float32), t0, spec=spec)[0])
     assert r.loss["total"] == pytest.approx(total, rel=1e-4)
     assert r.per_scale[0]["iterations"] == 6 and len(r.history) == 6
 
@@ -118,8 +128,8 @@ def test_adam_moments_carried_to_the_next_scale(vgg16, images):
     c23 = np.asarray(jax.image.resize(jnp.asarray(content, jnp.float32), (23, 23, 3), "linear"))[None]
     _, _, lw23, t23 = _objective(vgg16, opts, c23, style, 23)
     x0 = np.asarray(carried.x, np.float64)
-    g = np.asarray(jax.grad(lambda v: loss_terms(vgg16, spec, lw23, v, jax.tree.map(lambda a: a[0], t23))[0])(
-        jnp.asarray(x0[0], jnp.float32)), np.float64)[None]
+    g = np.asarray(_value_and_grad(vgg16, lw23, jnp.asarray(x0[0], jnp.float32), jax.tree.map(lambda a: a[0], t23),
+                                   spec=spec)[1], np.float64)[None]
     m, v = B1 * mu23 + (1 - B1) * g, B2 * nu23 + (1 - B2) * g * g
     want = x0 - 10.0 * (m / (1 - B1**4)) / (np.sqrt(v / (1 - B2**4)) + EPS)
     after, _ = steps(vgg16, Hyper(lw23, jnp.asarray(10.0, jnp.float32)), carried, t23, spec=spec, tx=tx)
@@ -130,13 +140,18 @@ def test_adam_moments_carried_to_the_next_scale(vgg16, images):
     jax.tree.map(np.testing.assert_array_equal, fresh.opt_state, jax.vmap(direction("lbfgs").init)(x23))
 
 
-def test_sqrt2_scales_in_the_report(vgg16, images):
+def test_sqrt2_scales_in_the_report(vgg16, images, caplog):
     content, style = images
-    r = transfer(content, style, weights=vgg16, size=32, min_scale=16, iters=2, iters_first=3,
-                 optimizer="adam", ema=0.9, **SHALLOW)
+    common = dict(weights=vgg16, size=32, min_scale=16, optimizer="adam", **SHALLOW)
+    r = transfer(content, style, iters=2, iters_first=3, ema=0.9, **common)
     assert [p["size"] for p in r.per_scale] == [16, 23, 32]
     assert [p["iterations"] for p in r.per_scale] == [3, 2, 2] and r.iterations == 7
     assert r.image.shape == (32, 32, 3) and np.isfinite(r.loss["total"])
+    with jax.log_compiles(), caplog.at_level(logging.WARNING):  # the decay is traced
+        caplog.clear()
+        again = transfer(content, style, iters=1, ema=0.5, **common)
+        assert [m.getMessage() for m in caplog.records if "Compiling" in m.getMessage()] == []
+    assert again.iterations == 3 and again.loss["total"] != r.loss["total"]
 
 
 def _tv9(y: np.ndarray) -> float:
@@ -195,7 +210,7 @@ def test_cli_modern_preset(files, tmp_path, vgg16, capsys):
     out = tmp_path / "modern.png"
     argv = ["transfer", str(files / "content.png"), str(files / "style.png"), "-o", str(out), "--preset", "modern",
             "--style-loss", "gram", "--size", "32", "--min-scale", "16", "--iters", "1", "--iters-first", "2",
-            "--content-layer", "relu2_2", "--style-layers", "relu1_1,relu1_2,relu2_1,relu2_2,relu3_1", "--quiet"]
+            "--content-layer", "relu2_2", "--style-layers", ",".join(SHALLOW["style_layers"]), "--quiet"]
     code, _, err = _run(argv, capsys)
     assert code == 0, err
     report = json.loads(out.with_suffix(".json").read_text())
@@ -208,6 +223,13 @@ def test_cli_modern_preset(files, tmp_path, vgg16, capsys):
     assert report["objective"]["alpha"] == pytest.approx(2 * 0.015 / (16 * 16 * 128 * k**2), rel=1e-5)
     assert report["objective"]["gamma"] == pytest.approx(2 * 2 / (3 * 32 * 32 * 255**2), rel=1e-5)
     assert report["objective"]["style_layer_weights"]["conv1_1"] == pytest.approx(256 / 341)
+    from stylejax.cli import build_parser
+    from stylejax.cli.transfer_cmd import options_of
+
+    args = build_parser().parse_args(["transfer", "c.png", "s.png", "-o", "o.png", "--preset", "modern"])
+    assert options_of(args, "modern") == config.resolve("modern") == config.Options(**config.PRESETS["modern"])
+    assert config.resolve("modern").sizes == (128, 181, 256, 362, 512)
+    assert config.resolve("modern").style_loss == "w2"
     code, stdout, _ = _run(["transfer", "--help"], capsys)
     assert "--ema DECAY" in stdout and "--min-scale N" in stdout and "--iters-first N" in stdout
     assert "modern" in stdout

@@ -17,8 +17,8 @@ import optax
 
 from stylejax import models
 from stylejax.activations import PRECISIONS
-from stylejax.iterates import sqrt2_scales
 from stylejax.errors import StylejaxError
+from stylejax.iterates import sqrt2_scales
 
 OPTIMIZERS = ("lbfgs", "adam", "gd")
 #: Step size per optimiser in pixel units (0-255) when ``lr`` is not given. Plain gradient

@@ -13,7 +13,10 @@ and ``TV9`` its nine-point-stencil L2 total variation, a mean over elements. Map
 * activations: ``a = k b``, where ``k`` is the ratio of the two conventions' network inputs
   (:data:`ACTIVATION_SCALE`): the Caffe convention feeds ``x - 255 mean`` (BGR), within 0.5 of
   ``255 std`` times the normalised image, so ``k = 255 mean(std) = 57.6``; torchvision-convention
-  weights see crowsonkb's input itself (``k = 1``). Content MSE and W2 are quadratic in the
+  weights see crowsonkb's input itself (``k = 1``). One ``k`` for every layer: a ReLU network
+  fed inputs 1/k as large, with biases 1/k as large, has activations exactly 1/k as large
+  (measured, and what unscaled biases change: ``scripts/modern_scale.py``, docs/transfer.md).
+  Content MSE and W2 are quadratic in the
   activations, so each gets ``1 / k^2`` (a Gram distance, quartic, gets ``1 / k^4``).
 * content: ``mean((b - b_C)^2) = (2 / (C h w k^2)) Jc``, so ``alpha = 2 w_c / (n_c C h w k^2)``
   at the (first) content layer at the output size.

@@ -33,9 +33,8 @@ from stylejax.errors import StylejaxError
 from stylejax.images import resize_longest, resize_to, to_uint8
 from stylejax.preprocessing import deprocess
 from stylejax.progress import Callback, Progress
-from stylejax.style import objective
+from stylejax.style import crowsonkb, objective
 from stylejax.style.config import Options, override, resolve, validate
-from stylejax.style import crowsonkb
 from stylejax.style.loop import Hyper, LoopState, current, direction, init_state, settle, steps
 from stylejax.style.objective import LossWeights, Spec
 from stylejax.weights import Weights
