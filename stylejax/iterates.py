@@ -71,7 +71,9 @@ def resize_adam_state(state, height: int, width: int):
     """Every ``optax.ScaleByAdamState`` in ``state`` with ``mu``/``nu`` f32[..., h, w, C] resized.
 
     ``mu`` (first moment) is resized bicubically, ``nu`` (second moment) bilinearly and clipped at
-    0; the step count is kept, so the bias correction goes on from where it was.
+    0, both as PyTorch's ``interpolate`` (half-pixel centres, no antialiasing; bicubic with
+    A = -0.75 and edge replication); the step count is kept, so the bias correction goes on
+    from where it was.
     """
     def fix(node):
         if not isinstance(node, optax.ScaleByAdamState):
@@ -80,8 +82,9 @@ def resize_adam_state(state, height: int, width: int):
         def shape(a):
             return (*a.shape[:-3], height, width, a.shape[-1])
 
-        mu = jax.tree.map(lambda a: jax.image.resize(a, shape(a), "cubic"), node.mu)
-        nu = jax.tree.map(lambda a: jnp.maximum(jax.image.resize(a, shape(a), "linear"), 0.0), node.nu)
+        mu = jax.tree.map(lambda a: jax.image.resize(a, shape(a), "cubic-pytorch", antialias=False), node.mu)
+        nu = jax.tree.map(lambda a: jnp.maximum(jax.image.resize(a, shape(a), "linear", antialias=False), 0.0),
+                          node.nu)
         return node._replace(mu=mu, nu=nu)
 
     return jax.tree.map(fix, state, is_leaf=lambda n: isinstance(n, optax.ScaleByAdamState))

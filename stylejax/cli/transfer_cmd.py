@@ -25,6 +25,7 @@ DEMO_STYLES = {"starry_night": "starry_night.jpg", "the_scream": "the_scream.jpg
                "matisse": "woman-with-hat-matisse.jpg", "hubble": "hubble_deep_field.jpg",
                "ihc": "immunohistochemistry.jpg"}
 D, CLASSIC = config.DEFAULTS, config.PRESETS["classic"]
+MODERN = config.PRESETS["modern"]
 
 
 def _int_list(text: str) -> list[int]:
@@ -32,6 +33,16 @@ def _int_list(text: str) -> list[int]:
         return [positive_int(item) for item in name_list(text)]
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+
+
+def _decay(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a decay between 0 and 1 (exclusive), e.g. 0.99; got {text!r}")
+    return value
 
 
 def _lr_defaults() -> str:
@@ -64,6 +75,17 @@ def add_transfer_options(p: argparse.ArgumentParser) -> None:
                    help=f"max (default) or avg pooling (Gatys et al.)")
     g.add_argument("--steps-per-call", type=positive_int, metavar="K",
                    help=f"optimisation steps per compiled call (unrolled; default {D.steps_per_call})")
+    g.add_argument("--ema", type=_decay, metavar="DECAY",
+                   help="average the iterates (bias-corrected exponential moving average with this decay, "
+                        f"e.g. {MODERN['ema']:g}): the output, and each scale's start, is the average "
+                        f"(default: off, the best iterate; modern {MODERN['ema']:g})")
+    g.add_argument("--min-scale", type=positive_int, metavar="N",
+                   help="coarse-to-fine from N px to --size in steps of sqrt(2), as crowsonkb/style-transfer-"
+                        f"pytorch (e.g. 128 -> 128,181,256,362,512); --scales wins (modern {MODERN['min_scale']}); "
+                        "with adam, its moments are resized and carried to the next scale")
+    g.add_argument("--iters-first", type=positive_int, metavar="N",
+                   help=f"iterations at the first scale (default --iters; modern {MODERN['iters_first']}, "
+                        f"then {MODERN['iters']})")
     w = p.add_argument_group("objective")
     w.add_argument("--content-weight", type=nonnegative_float, metavar="A",
                    help=f"alpha (default {D.content_weight:g}; classic {CLASSIC['content_weight']:g} in neural-style units)")
@@ -82,7 +104,8 @@ def add_transfer_options(p: argparse.ArgumentParser) -> None:
                    help=f"style distance per layer (default {D.style_loss}: the Gram matrices)")
     w.add_argument("--weight-units", choices=config.WEIGHT_UNITS,
                    help="gatys (default): the weights as written above; neural-style: jcjohnson/"
-                        "neural-style's -content_weight/-style_weight, mapped exactly (classic)")
+                        "neural-style's -content_weight/-style_weight, mapped exactly (classic); crowsonkb: "
+                        "crowsonkb/style-transfer-pytorch's content/style/TV weights, mapped (modern)")
     w.add_argument("--normalize-gradients", action="store_true", default=None,
                    help="L1-normalise each loss term's gradient before weighting (as neural-style)")
     w.add_argument("--precision", choices=PRECISIONS,
@@ -125,17 +148,23 @@ def register(sub) -> None:
                     f"Defaults ({D.size} px, {D.iters} L-BFGS iterations from the content) take a few minutes on a\n"
                     f"laptop CPU. --preset classic reproduces jcjohnson/neural-style's defaults ({CLASSIC['size']} px,\n"
                     f"{CLASSIC['iters']} iterations, random init, content {CLASSIC['content_weight']:g} / style "
-                    f"{CLASSIC['style_weight']:g} / TV {CLASSIC['tv_weight']:g} in its units).",
+                    f"{CLASSIC['style_weight']:g} / TV {CLASSIC['tv_weight']:g} in its units).\n"
+                    f"--preset modern maps crowsonkb/style-transfer-pytorch's defaults ({MODERN['style_loss']} style loss, "
+                    "layer weights\n256:64:16:4:1, Adam, iterate average "
+                    f"{MODERN['ema']:g}, sqrt(2) scales {MODERN['min_scale']}..{MODERN['size']} px, content "
+                    f"{MODERN['content_weight']:g} / TV {MODERN['tv_weight']:g}\nin its units).",
         epilog="examples:\n"
                "  stylejax transfer tubingen.jpg starry_night.jpg -o out.png\n"
                "  stylejax transfer photo.jpg a.jpg b.jpg --style-blend 0.7,0.3 --original-colors -o out.png\n"
                "  stylejax transfer photo.jpg starry.jpg --scales 128,256,512 --iters 200 -o out.png\n"
-               "  stylejax transfer photo.jpg starry.jpg --preset classic -o out.png")
+               "  stylejax transfer photo.jpg starry.jpg --preset classic -o out.png\n"
+               "  stylejax transfer photo.jpg starry.jpg --preset modern -o out.png")
     p.add_argument("content", metavar="CONTENT", help="content image")
     p.add_argument("styles", metavar="STYLE", nargs="+", help="style image(s); several are blended")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png", help="output image (.png or .jpg)")
     p.add_argument("--preset", choices=tuple(config.PRESETS), default=None,
-                   help="classic: jcjohnson/neural-style's defaults (see above); other options override it")
+                   help="classic: jcjohnson/neural-style's defaults; modern: crowsonkb/style-transfer-pytorch's "
+                        "(see above); other options override it")
     add_transfer_options(p)
     o = p.add_argument_group("output")
     o.add_argument("--save-every", type=positive_int, default=None, metavar="N",
@@ -179,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     canonical_layers(args)
     options = config.validate(options_of(args, args.preset), args.arch, len(args.styles))
     if args.save_every:
-        check_snapshots(out, inputs, args.save_every, options.iters * len(options.sizes))
+        check_snapshots(out, inputs, args.save_every, options.total_iters)
     check_geometry(options, args.arch, args.content, args.styles)
     content = read_image(args.content)
     styles = [read_image(path) for path in args.styles]
@@ -248,7 +277,7 @@ def snapshot_path(out: Path, done: int) -> Path:
 
 def _run(args, w, content, styles, options: config.Options, init_image, out: Path, report_path: Path,
          inputs) -> int:
-    bar = progress_bar(options.iters * len(options.sizes), "transfer", quiet=args.quiet)
+    bar = progress_bar(options.total_iters, "transfer", quiet=args.quiet)
     save_every = getattr(args, "save_every", None)
     print_every = getattr(args, "print_every", None)
     printed = {"done": 0}

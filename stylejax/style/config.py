@@ -18,6 +18,7 @@ import optax
 from stylejax import models
 from stylejax.activations import PRECISIONS
 from stylejax.errors import StylejaxError
+from stylejax.iterates import sqrt2_scales
 
 OPTIMIZERS = ("lbfgs", "adam", "gd")
 #: Step size per optimiser in pixel units (0-255) when ``lr`` is not given. Plain gradient
@@ -31,6 +32,9 @@ WEIGHT_UNITS = ("gatys", "neural-style")
 INITS = ("content", "random")
 #: Default (content layers, style layers) of the VGG family.
 VGG_LAYERS = (("conv4_2",), ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"))
+#: ``weight_units="crowsonkb"``: crowsonkb/style-transfer-pytorch's weights, mapped onto ``J`` at the
+#: output size (``--preset modern``; :func:`stylejax.style.transfer.loss_weights`).
+WEIGHT_UNITS = (*WEIGHT_UNITS, "crowsonkb")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,6 +76,14 @@ class Options:
     scales: tuple[int, ...] | None = None
     pooling: str = "max"
     steps_per_call: int = 1
+    # Iterate averaging and crowsonkb's multi-scale (stylejax.iterates): ``ema`` the decay of a
+    # bias-corrected average of the iterates, which is each scale's result and the next one's
+    # start (None: the best evaluated iterate); ``min_scale``: sizes growing by sqrt(2) from it up
+    # to ``size`` (unless ``scales`` is given); ``iters_first``: iterations at the first scale
+    # (None: ``iters``). Adam's moments are carried from scale to scale.
+    ema: float | None = None
+    min_scale: int | None = None
+    iters_first: int | None = None
 
     @property
     def learning_rate(self) -> float | None:
@@ -83,7 +95,18 @@ class Options:
     @property
     def sizes(self) -> tuple[int, ...]:
         """The sizes optimised at, coarse to fine; the last is the output's longest side."""
-        return tuple(self.scales) if self.scales else (self.size,)
+        if self.scales:
+            return tuple(self.scales)
+        return sqrt2_scales(self.min_scale, self.size) if self.min_scale else (self.size,)
+
+    def iters_at(self, index: int) -> int:
+        """Iterations at scale ``index`` (0: the first): ``iters_first`` there, else ``iters``."""
+        return self.iters_first if index == 0 and self.iters_first is not None else self.iters
+
+    @property
+    def total_iters(self) -> int:
+        """Iterations over every scale."""
+        return sum(self.iters_at(i) for i in range(len(self.sizes)))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings (an optax optimiser is named by its type)."""
@@ -99,6 +122,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     # -content_weight 5 -style_weight 100 -tv_weight 1e-3 in its own units.
     "classic": dict(size=512, iters=1000, optimizer="lbfgs", lr=1.0, init="random", content_weight=5.0,
                     style_weight=100.0, tv_weight=1e-3, weight_units="neural-style"),
+    # crowsonkb/style-transfer-pytorch's stylize() defaults: W2 style loss, layer weights
+    # 256:64:16:4:1 (normalised), Adam with step 0.02 on [0, 1] images (= 5.1 on 0-255 pixels),
+    # the iterates averaged with decay 0.99, sqrt(2) scales from 128 px to the output size, 1000
+    # iterations at the first scale and 500 after, content 0.015 / TV 2 in its units: mapped onto
+    # J at the output size by weight_units="crowsonkb" (stylejax.style.crowsonkb: alpha =
+    # 2 w_c / (C h w k^2), beta = 1 / k^2, gamma = 2 w_tv / (3 H W 255^2), k = 255 mean(std) = 57.6
+    # for Caffe-convention weights; docs/transfer.md, "The modern preset").
+    "modern": dict(size=512, min_scale=128, iters=500, iters_first=1000, optimizer="adam", lr=0.02 * 255,
+                   init="content", ema=0.99, style_loss="w2", weight_units="crowsonkb", content_weight=0.015,
+                   style_weight=1.0, tv_weight=2.0, style_layer_weights=(256.0, 64.0, 16.0, 4.0, 1.0)),
 }
 #: ``stylejax demo``: a shipped photo and style, quick on a CPU.
 DEMO: dict[str, Any] = dict(size=384, iters=120, style_weight=10.0)
@@ -166,6 +199,7 @@ def validate(options: Options, arch: str, n_styles: int) -> Options:
     for name in ("iters", "size", "steps_per_call", "lbfgs_memory"):
         _check_int(name, getattr(s, name), low=1)
     _check_int("seed", s.seed, low=0)
+    _check_averaging_and_scales(s)
     for name in ("content_weight", "style_weight", "tv_weight", "init_noise"):
         _check_number(name, getattr(s, name))
     _check_number("style_scale", s.style_scale, positive=True)
@@ -220,3 +254,18 @@ def _check_number(name: str, value, positive: bool = False) -> None:
         ok = False
     if not ok:
         raise StylejaxError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+
+
+def _check_averaging_and_scales(s: Options) -> None:
+    """``ema`` a decay in (0, 1); ``min_scale`` and ``iters_first`` integers >= 1."""
+    if s.ema is not None:
+        try:
+            ok = not isinstance(s.ema, bool) and 0.0 < float(s.ema) < 1.0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise StylejaxError(f"ema must be a decay between 0 and 1 (exclusive), e.g. 0.99; got {s.ema!r}")
+    if s.min_scale is not None:
+        _check_int("min_scale", s.min_scale, low=1)
+    if s.iters_first is not None:
+        _check_int("iters_first", s.iters_first, low=1)

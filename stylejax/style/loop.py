@@ -12,6 +12,10 @@ non-finite objective). ``k = 1`` with a Python loop is the default: on XLA:CPU a
 ``fori_loop`` of conv steps is about 3x slower (jax-ml/jax#12868) and unrolling K steps makes
 the compile K times longer for no measured gain; ``steps_per_call`` (unrolled) is there for
 backends where the dispatch gap matters.
+
+With iterate averaging (``ema``) the state also holds a bias-corrected exponential average of
+the iterates (:mod:`stylejax.iterates`), updated on device after every step with a traced decay;
+:func:`settle` then makes the average the scale's result and evaluates it once.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from stylejax.iterates import EMAState, ema_init, ema_update, ema_value
 from stylejax.style.lbfgs import lbfgs
 from stylejax.style.objective import LossWeights, Spec, Targets, loss_terms
 from stylejax.weights import Weights
@@ -37,7 +42,8 @@ class Hyper(NamedTuple):
 
 class LoopState(NamedTuple):
     """Per image (batched on axis 0): ``x`` f32[B, H, W, c], the optimiser state, the best
-    iterate evaluated so far ``best_x``, its objective ``best_loss`` f32[B] and ``best_terms``.
+    iterate evaluated so far ``best_x``, its objective ``best_loss`` f32[B] and ``best_terms``;
+    ``average``: the iterates' average (:class:`stylejax.iterates.EMAState`) or None.
 
     For a batch of one the optimiser state has no batch axis: XLA then updates its buffers
     (the L-BFGS history) in place, where slicing a batch axis off and putting it back made it
@@ -49,6 +55,7 @@ class LoopState(NamedTuple):
     best_x: jax.Array
     best_loss: jax.Array
     best_terms: dict
+    average: EMAState | None = None
 
 
 @functools.lru_cache(maxsize=None)
@@ -67,12 +74,22 @@ def direction(name: str, lbfgs_memory: int = 100) -> optax.GradientTransformatio
     raise ValueError(f"unknown optimizer {name!r}")
 
 
-def init_state(tx: optax.GradientTransformation, x: jax.Array, terms_like: dict) -> LoopState:
-    """Loop state for a batch ``x`` f32[B, ...]; ``terms_like`` names the objective's terms."""
+def fresh_opt_state(tx: optax.GradientTransformation, x: jax.Array) -> optax.OptState:
+    """``tx.init`` for a batch x f32[B, ...] (without a batch axis for B = 1, see :class:`LoopState`)."""
+    return tx.init(x[0]) if x.shape[0] == 1 else jax.vmap(tx.init)(x)
+
+
+def init_state(tx: optax.GradientTransformation, x: jax.Array, terms_like: dict, ema: float | None = None,
+               opt_state: optax.OptState | None = None) -> LoopState:
+    """Loop state for a batch ``x`` f32[B, ...]; ``terms_like`` names the objective's terms.
+
+    ``ema``: the decay of an iterate average started at ``x`` (None: no average);
+    ``opt_state``: the optimiser state to start from (None: ``tx.init``).
+    """
     batch = x.shape[0]
-    opt_state = tx.init(x[0]) if batch == 1 else jax.vmap(tx.init)(x)
-    state = LoopState(x, opt_state, x, jnp.full((batch,), jnp.inf, jnp.float32),
-                      {name: jnp.zeros((batch,), jnp.float32) for name in terms_like})
+    average = None if ema is None else jax.vmap(lambda xi: ema_init(xi, ema))(x)
+    state = LoopState(x, fresh_opt_state(tx, x) if opt_state is None else opt_state, x, jnp.full((batch,), jnp.inf, jnp.float32),
+                      {name: jnp.zeros((batch,), jnp.float32) for name in terms_like}, average)
     # every leaf its own buffer: the state is donated, and a buffer may be donated only once
     return jax.tree.map(lambda a: jnp.array(a, copy=True), state)
 
@@ -103,35 +120,50 @@ def steps(weights: Weights, hyper: Hyper, state: LoopState, targets: Targets, *,
           tx: optax.GradientTransformation, k: int = 1, unroll: bool = True) -> tuple[LoopState, jax.Array]:
     """``k`` optimisation steps; returns the new state and J f32[B, k] at each evaluated iterate."""
 
-    def one(weights, hyper, x, opt_state, best_x, best_loss, best_terms, t):
+    def one(weights, hyper, x, opt_state, best_x, best_loss, best_terms, average, t):
         def body(i, carry):
-            x, opt_state, best_x, best_loss, best_terms, history = carry
+            x, opt_state, best_x, best_loss, best_terms, average, history = carry
             (loss, terms), grad = jax.value_and_grad(
                 lambda v: loss_terms(weights, spec, hyper.weights, v, t), has_aux=True)(x)
             with jax.numpy_dtype_promotion("standard"):  # optax's Adam raises 0.9 to an int32 count
                 updates, opt_state = tx.update(grad, opt_state, x)
             best_x, best_loss, best_terms = _keep_better(loss, terms, x, best_x, best_loss, best_terms)
             x = optax.apply_updates(x, jax.tree.map(lambda u: hyper.lr * u, updates))
-            return x, opt_state, best_x, best_loss, best_terms, history.at[i].set(loss)
+            average = None if average is None else ema_update(average, x)
+            return x, opt_state, best_x, best_loss, best_terms, average, history.at[i].set(loss)
 
-        carry = (x, opt_state, best_x, best_loss, best_terms, jnp.zeros((k,), jnp.float32))
+        carry = (x, opt_state, best_x, best_loss, best_terms, average, jnp.zeros((k,), jnp.float32))
         carry = body(0, carry) if k == 1 else jax.lax.fori_loop(0, k, body, carry, unroll=unroll)
-        return LoopState(*carry[:5]), carry[5]
+        return LoopState(*carry[:6]), carry[6]
 
-    return _per_image(one, (state.x, state.opt_state, state.best_x, state.best_loss, state.best_terms, targets),
-                      (weights, hyper), whole=(1,))
+    return _per_image(one, (state.x, state.opt_state, state.best_x, state.best_loss, state.best_terms,
+                            state.average, targets), (weights, hyper), whole=(1,))
 
 
 @functools.partial(jax.jit, static_argnames=("spec",), donate_argnames=("state",))
 def settle(weights: Weights, lw: LossWeights, state: LoopState, targets: Targets, *, spec: Spec) -> LoopState:
-    """Evaluate the final iterate (never evaluated by :func:`steps`) and keep it if it is best."""
+    """Evaluate the final iterate (never evaluated by :func:`steps`) and keep it if it is best.
 
-    def one(weights, lw, x, best_x, best_loss, best_terms, t):
+    With an iterate average the result is the average instead: it is evaluated (once) and
+    becomes ``best_x``, ``best_loss`` and ``best_terms`` whatever its objective.
+    """
+
+    def one(weights, lw, x, best_x, best_loss, best_terms, average, t):
+        if average is not None:
+            mean = ema_value(average)
+            loss, terms = loss_terms(weights, spec, lw, mean, t)
+            return mean, loss, terms
         loss, terms = loss_terms(weights, spec, lw, x, t)
         return _keep_better(loss, terms, x, best_x, best_loss, best_terms)
 
-    best = _per_image(one, (state.x, state.best_x, state.best_loss, state.best_terms, targets), (weights, lw))
+    best = _per_image(one, (state.x, state.best_x, state.best_loss, state.best_terms, state.average, targets),
+                      (weights, lw))
     return state._replace(best_x=best[0], best_loss=best[1], best_terms=best[2])
+
+
+def current(state: LoopState) -> jax.Array:
+    """The run's result so far f32[B, H, W, c]: the iterate average, or the best evaluated iterate."""
+    return state.best_x if state.average is None else jax.vmap(ema_value)(state.average)
 
 
 @functools.partial(jax.jit, static_argnames=("spec",))
@@ -140,4 +172,4 @@ def evaluate(weights: Weights, lw: LossWeights, x: jax.Array, targets: Targets, 
     return _per_image(lambda w, l, xi, ti: loss_terms(w, spec, l, xi, ti)[1], (x, targets), (weights, lw))
 
 
-__all__ = ["Hyper", "LoopState", "direction", "evaluate", "init_state", "settle", "steps"]
+__all__ = ["Hyper", "LoopState", "current", "direction", "evaluate", "fresh_opt_state", "init_state", "settle", "steps"]

@@ -8,7 +8,9 @@ objective, so any backbone and any convention works.
 Per scale: the targets once (one compiled call), then the loop (:mod:`stylejax.style.loop`),
 then the final iterate's evaluation; the best evaluated iterate is the scale's result and the
 next scale's start. Nothing is evaluated twice: the reported terms are those recorded when the
-best iterate was evaluated.
+best iterate was evaluated. With ``ema`` the scale's result (and the next scale's start) is the
+iterates' average instead, evaluated once at the end of the scale; with Adam the next scale
+starts from the previous scale's moments, resized (:func:`stylejax.iterates.carry_adam`).
 """
 
 from __future__ import annotations
@@ -26,14 +28,14 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from stylejax import color
+from stylejax import color, iterates
 from stylejax.errors import StylejaxError
 from stylejax.images import resize_longest, resize_to, to_uint8
 from stylejax.preprocessing import deprocess
 from stylejax.progress import Callback, Progress
-from stylejax.style import objective
+from stylejax.style import crowsonkb, objective
 from stylejax.style.config import Options, override, resolve, validate
-from stylejax.style.loop import Hyper, direction, init_state, settle, steps
+from stylejax.style.loop import Hyper, LoopState, current, direction, fresh_opt_state, init_state, settle, steps
 from stylejax.style.objective import LossWeights, Spec
 from stylejax.weights import Weights
 
@@ -175,6 +177,9 @@ def loss_weights(w: Weights, spec: Spec, s: Options, output_shape: tuple[int, in
         alpha, beta, lambdas = objective.neural_style_weights(w, spec, output_shape, s.content_weight, s.style_weight)
         user = s.style_layer_weights or (1.0,) * len(lambdas)
         return LossWeights.of(alpha, beta, s.tv_weight, [l * u for l, u in zip(lambdas, user)])
+    if s.weight_units == "crowsonkb":
+        return LossWeights.of(*crowsonkb.loss_weights(w, spec, output_shape, s.content_weight, s.style_weight,
+                                                       s.tv_weight, s.style_layer_weights))
     return LossWeights.of(s.content_weight, s.style_weight, s.tv_weight, user)
 
 
@@ -193,25 +198,26 @@ def _run(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray], s: Opti
     if temporal_target is not None:
         lw = lw._replace(temporal=jnp.asarray(temporal_target["weight"], jnp.float32))
     hyper = Hyper(lw, lr)
-    total = s.iters * len(s.sizes)
+    total = s.total_iters
     done, history, per_scale = 0, [], []
     state, targets, content_px = None, None, None
     interrupted = diverged = False
     t_start = time.perf_counter()
     try:
-        for size in s.sizes:
+        for index, size in enumerate(s.sizes):
             content_px = np.stack([np.asarray(resize_longest(c, size)) for c in contents]).astype(np.float32)
             targets = _scale_targets(w, spec, s, content_px, styles, blend, size)
             if temporal_target is not None:
                 targets = {**targets, "temporal": _temporal_at(temporal_target, content_px.shape[1:3])}
             x = (_initial(s, content_px, key, init_image, w.preprocessing) if state is None else
                  jax.image.resize(state.best_x, (batch, *content_px.shape[1:3], state.best_x.shape[-1]), "bilinear"))
-            state = _shard_batch(init_state(tx, x, _term_names(spec)), batch)
+            state = _shard_batch(scale_state(tx, s, x, _term_names(spec), state), batch)
             targets = _shard_batch(targets, batch)
             call_times: list[float] = []
             k = 0
-            while k < s.iters and not diverged:
-                n = min(s.steps_per_call, s.iters - k)
+            iters = s.iters_at(index)
+            while k < iters and not diverged:
+                n = min(s.steps_per_call, iters - k)
                 t0 = time.perf_counter()
                 state, values = steps(w, hyper, state, targets, spec=spec, tx=tx, k=n)
                 values = np.asarray(values)  # the one host read per call: f32[B, n]
@@ -249,6 +255,21 @@ def _run(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray], s: Opti
                              "style_loss": spec.style_loss, "weight_units": s.weight_units,
                              "optimized": "luminance Y (0-255)" if s.luminance_only else "pixels (RGB 0-255)"},
                   options=s)
+
+
+def scale_state(tx: optax.GradientTransformation, s: Options, x: jax.Array, term_names: Sequence[str],
+                previous: LoopState | None = None) -> LoopState:
+    """The loop state a scale starts from, for its first iterate ``x`` f32[B, H, W, c].
+
+    With ``ema`` a fresh average starts at ``x``. With the named ``adam`` optimiser and a
+    ``previous`` scale's state, Adam's moments are the previous ones resized to ``x``'s shape
+    and its step count goes on (:func:`stylejax.iterates.carry_adam`, as crowsonkb's
+    ``scale_adam``); any other optimiser starts afresh.
+    """
+    opt_state = None
+    if previous is not None and s.optimizer == "adam":
+        opt_state = iterates.carry_adam(previous.opt_state, fresh_opt_state(tx, x))
+    return init_state(tx, x, term_names, ema=s.ema, opt_state=opt_state)
 
 
 def _term_names(spec: Spec) -> tuple[str, ...]:
@@ -335,8 +356,9 @@ def _finish(x: jax.Array, content_px: np.ndarray, s: Options) -> np.ndarray:
 
 
 def _finish_best(state, content_px: np.ndarray, s: Options) -> np.ndarray:
-    """The best image so far, u8[H, W, 3] (the first of the batch), for snapshots."""
-    return _finish(state.best_x, content_px, s)[0]
+    """The result so far (the iterate average with ``ema``, else the best evaluated iterate),
+    u8[H, W, 3] (the first of the batch), for snapshots."""
+    return _finish(current(state), content_px, s)[0]
 
 
-__all__ = ["Result", "check_image", "loss_weights", "spec_of", "transfer", "transfer_batch"]
+__all__ = ["Result", "check_image", "loss_weights", "scale_state", "spec_of", "transfer", "transfer_batch"]
