@@ -19,7 +19,8 @@ Distances of the generated image's statistics ``(mu_G, E_G)`` to a style's ``(mu
       S = E[a a^T] - mu mu^T + eps I,  eps = 1e-4.
 
 The matrix square root is :func:`sqrtm_psd` (symmetric eigendecomposition, with a JVP from the
-Daleckii-Krein formula, so it is right in forward and reverse mode).
+Daleckii-Krein formula, so it is right in forward and reverse mode); the cross term is the
+nuclear norm ``||S_G^1/2 S_S^1/2||_*`` (:func:`nuclear_norm`, an SVD with its own JVP).
 """
 
 from __future__ import annotations
@@ -123,12 +124,30 @@ def _sqrtm_psd_jvp(primals, tangents):
     return out, vecs @ dt @ vt
 
 
+@jax.custom_jvp
+def nuclear_norm(a: jax.Array) -> jax.Array:
+    """``||a||_* = sum_i sigma_i(a)``, the sum of singular values of f32[..., C, C] -> f32[...].
+
+    Derivative ``tr(U^T da V)`` (``a = U diag(sigma) V^T``): no ``1 / (sigma_i^2 - sigma_j^2)``
+    terms, so near-equal singular values are harmless.
+    """
+    return jnp.sum(jnp.linalg.svd(a, compute_uv=False), axis=-1)
+
+
+@nuclear_norm.defjvp
+def _nuclear_norm_jvp(primals, tangents):
+    (a,), (da,) = primals, tangents
+    u, s, vh = jnp.linalg.svd(a, full_matrices=False)
+    return jnp.sum(s, axis=-1), jnp.sum(u * (da @ jnp.swapaxes(vh, -1, -2)), axis=(-2, -1))
+
+
 # ----------------------------------------------------------------------------- distances
 
 def covariance(stats: Moments, eps: float = W2_EPS) -> jax.Array:
     """``E[a a^T] - mu mu^T + eps I``: f32[..., C, C]."""
     c = stats.mean.shape[-1]
-    return stats.second - stats.mean[..., :, None] * stats.mean[..., None, :] + eps * jnp.eye(c, dtype=stats.second.dtype)
+    eye = jnp.broadcast_to(jnp.eye(c, dtype=stats.second.dtype), stats.second.shape)
+    return stats.second - stats.mean[..., :, None] * stats.mean[..., None, :] + eps * eye
 
 
 def w2_target(stats: Moments, eps: float = W2_EPS) -> W2Target:
@@ -138,12 +157,18 @@ def w2_target(stats: Moments, eps: float = W2_EPS) -> W2Target:
 
 
 def w2_distance(stats: Moments, target: W2Target, eps: float = W2_EPS) -> jax.Array:
-    """``mean_c (mu_G - mu_S)^2 + tr(S_S + S_G - 2 (S_S^1/2 S_G S_S^1/2)^1/2) / C``: a scalar per layer."""
+    """``mean_c (mu_G - mu_S)^2 + tr(S_S + S_G - 2 (S_S^1/2 S_G S_S^1/2)^1/2) / C``: a scalar per layer.
+
+    The cross term is computed as ``||S_G^1/2 S_S^1/2||_*`` (the singular values of that product
+    are the square roots of the eigenvalues of ``S_S^1/2 S_G S_S^1/2``): the eigenvalues of the
+    product span the square of the covariances' range, and float32 loses the small ones (a 3e-3
+    relative error of W2 at conv4_1 of VGG16 against 2e-5 this way, at 48 px).
+    """
     c = stats.mean.shape[-1]
     cov = covariance(stats, eps)
     mean_term = jnp.mean(jnp.square(stats.mean - target.mean), axis=-1)
-    cross = sqrtm_psd(target.cov_sqrt @ cov @ target.cov_sqrt)
-    trace = jnp.trace(target.cov + cov - 2.0 * cross, axis1=-2, axis2=-1)
+    cross = nuclear_norm(sqrtm_psd(cov) @ target.cov_sqrt)
+    trace = jnp.trace(target.cov + cov, axis1=-2, axis2=-1) - 2.0 * cross
     return mean_term + trace / c
 
 
