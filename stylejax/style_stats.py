@@ -96,6 +96,29 @@ def _overlap(n_in: int, n_out: int) -> jax.Array:
 
 # ----------------------------------------------------------------------------- matrix square root
 
+def _one_at_a_time(fn):
+    """``fn`` of one matrix f32[C, C], applied to f32[..., C, C] one matrix after the other.
+
+    A batch (leading axes, or a ``vmap`` over the caller) becomes a loop
+    (``jax.custom_batching.sequential_vmap``), so LAPACK never sees a batch: jaxlib 0.10's CPU
+    kernels split a batch over the intra-op thread pool and wait for it, which deadlocks when as
+    many batched decompositions (one per style layer) run at once as the pool has threads (2 on a
+    2-core machine).
+    """
+    one = jax.custom_batching.sequential_vmap(fn)
+
+    def apply(a: jax.Array):
+        out = jax.vmap(one)(a.reshape(-1, *a.shape[-2:]))
+        return jax.tree.map(lambda o: o.reshape(*a.shape[:-2], *o.shape[1:]), out)
+
+    return apply
+
+
+_eigh = _one_at_a_time(lambda m: jnp.linalg.eigh(m))
+_svd = _one_at_a_time(lambda m: jnp.linalg.svd(m, full_matrices=False))
+_singular_values = _one_at_a_time(lambda m: jnp.linalg.svd(m, compute_uv=False))
+
+
 @jax.custom_jvp
 def sqrtm_psd(a: jax.Array) -> jax.Array:
     """Principal square root of symmetric positive semi-definite f32[..., C, C].
@@ -105,7 +128,7 @@ def sqrtm_psd(a: jax.Array) -> jax.Array:
     the solution of ``S dS + dS S = dA``; the denominators are floored at ``eps * max(s)`` so a
     singular ``a`` gives a large finite gradient instead of inf.
     """
-    vals, vecs = jnp.linalg.eigh(a)
+    vals, vecs = _eigh(a)
     s = jnp.sqrt(jnp.maximum(vals, 0.0))
     return (vecs * s[..., None, :]) @ jnp.swapaxes(vecs, -1, -2)
 
@@ -113,7 +136,7 @@ def sqrtm_psd(a: jax.Array) -> jax.Array:
 @sqrtm_psd.defjvp
 def _sqrtm_psd_jvp(primals, tangents):
     (a,), (da,) = primals, tangents
-    vals, vecs = jnp.linalg.eigh(a)
+    vals, vecs = _eigh(a)
     s = jnp.sqrt(jnp.maximum(vals, 0.0))
     vt = jnp.swapaxes(vecs, -1, -2)
     out = (vecs * s[..., None, :]) @ vt
@@ -131,13 +154,13 @@ def nuclear_norm(a: jax.Array) -> jax.Array:
     Derivative ``tr(U^T da V)`` (``a = U diag(sigma) V^T``): no ``1 / (sigma_i^2 - sigma_j^2)``
     terms, so near-equal singular values are harmless.
     """
-    return jnp.sum(jnp.linalg.svd(a, compute_uv=False), axis=-1)
+    return jnp.sum(_singular_values(a), axis=-1)
 
 
 @nuclear_norm.defjvp
 def _nuclear_norm_jvp(primals, tangents):
     (a,), (da,) = primals, tangents
-    u, s, vh = jnp.linalg.svd(a, full_matrices=False)
+    u, s, vh = _svd(a)
     return jnp.sum(s, axis=-1), jnp.sum(u * (da @ jnp.swapaxes(vh, -1, -2)), axis=(-2, -1))
 
 
