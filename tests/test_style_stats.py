@@ -159,3 +159,33 @@ def test_zero_mass_mask_gives_zeros_not_nan(rng):
     a = jnp.asarray(_acts(rng), jnp.float32)
     got = ss.moments(a, jnp.zeros(a.shape[:2]))
     assert np.all(np.asarray(got.mean) == 0) and np.all(np.asarray(got.second) == 0)
+
+
+def test_nuclear_norm_and_its_derivative_match_numpy(rng):
+    a = rng.normal(size=(6, 6))
+    d = rng.normal(size=(6, 6))
+    with jax.enable_x64(True):
+        value, jvp = jax.jvp(ss.nuclear_norm, (jnp.asarray(a),), (jnp.asarray(d),))
+        grad = np.asarray(jax.grad(ss.nuclear_norm)(jnp.asarray(a)))
+    nuc = lambda m: np.linalg.svd(m, compute_uv=False).sum()  # noqa: E731
+    h = 1e-6
+    fd = (nuc(a + h * d) - nuc(a - h * d)) / (2 * h)
+    assert float(value) == pytest.approx(nuc(a), rel=1e-12)
+    assert float(jvp) == pytest.approx(fd, rel=1e-6)
+    assert np.sum(grad * d) == pytest.approx(fd, rel=1e-6)
+
+
+def test_w2_cross_term_is_accurate_in_float32_for_wide_spectra(rng):
+    # covariances spanning 1e-4 .. 1e7 (as VGG's conv4_1): the cross term's eigenvalues span the square
+    vecs = np.linalg.qr(rng.normal(size=(64, 64)))[0]
+    spectrum = np.geomspace(1e-4, 1e7, 64)
+    second_s = (vecs * spectrum) @ vecs.T
+    second_g = (vecs * spectrum[::-1] ** 0.5) @ vecs.T + 0.1 * second_s
+    mean = np.zeros(64)
+    ref = np.trace(second_s + second_g) / 64
+    rs = np.real(scipy.linalg.sqrtm(second_s))
+    ref -= 2 * np.trace(np.real(scipy.linalg.sqrtm(rs @ second_g @ rs))) / 64
+    f32 = lambda m: jnp.asarray(m, jnp.float32)  # noqa: E731
+    got = float(ss.w2_distance(ss.Moments(f32(mean), f32(second_g)), ss.w2_target(ss.Moments(f32(mean), f32(second_s)),
+                                                                                       eps=0.0), eps=0.0))
+    assert got == pytest.approx(ref, rel=1e-4)

@@ -8,6 +8,8 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from stylejax import models
 from stylejax.activations import PRECISIONS
 from stylejax.cli import preflight
@@ -17,7 +19,7 @@ from stylejax.errors import StylejaxError
 from stylejax.images import IMAGE_SUFFIXES, check_output, read_image, same_file, write_image
 from stylejax.progress import Progress
 from stylejax.style import config
-from stylejax.style.transfer import transfer_batch
+from stylejax.style.transfer import check_masks, transfer_batch
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEMO_CONTENTS = {"chelsea": "chelsea.jpg", "astronaut": "astronaut.jpg"}
@@ -101,7 +103,8 @@ def add_transfer_options(p: argparse.ArgumentParser) -> None:
     w.add_argument("--style-layer-weights", type=float_list, metavar="W1,W2,...",
                    help="lambda per style layer (default 1/len(layers) each)")
     w.add_argument("--style-loss", choices=config.STYLE_LOSSES,
-                   help=f"style distance per layer (default {D.style_loss}: the Gram matrices)")
+                   help=f"style distance per layer (default {D.style_loss}: the Gram matrices; w2: the "
+                        "Wasserstein-2 distance between Gaussian fits of the activations)")
     w.add_argument("--weight-units", choices=config.WEIGHT_UNITS,
                    help="gatys (default): the weights as written above; neural-style: jcjohnson/"
                         "neural-style's -content_weight/-style_weight, mapped exactly (classic); crowsonkb: "
@@ -157,8 +160,9 @@ def register(sub) -> None:
                "  stylejax transfer tubingen.jpg starry_night.jpg -o out.png\n"
                "  stylejax transfer photo.jpg a.jpg b.jpg --style-blend 0.7,0.3 --original-colors -o out.png\n"
                "  stylejax transfer photo.jpg starry.jpg --scales 128,256,512 --iters 200 -o out.png\n"
-               "  stylejax transfer photo.jpg starry.jpg --preset classic -o out.png\n"
-               "  stylejax transfer photo.jpg starry.jpg --preset modern -o out.png")
+                "  stylejax transfer photo.jpg a.jpg b.jpg --style-masks left.png,right.png --style-loss w2 -o out.png\n"
+                "  stylejax transfer photo.jpg starry.jpg --preset classic -o out.png\n"
+                "  stylejax transfer photo.jpg starry.jpg --preset modern -o out.png")
     p.add_argument("content", metavar="CONTENT", help="content image")
     p.add_argument("styles", metavar="STYLE", nargs="+", help="style image(s); several are blended")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png", help="output image (.png or .jpg)")
@@ -166,6 +170,10 @@ def register(sub) -> None:
                    help="classic: jcjohnson/neural-style's defaults; modern: crowsonkb/style-transfer-pytorch's "
                         "(see above); other options override it")
     add_transfer_options(p)
+    m = p.add_argument_group("region masks")
+    m.add_argument("--style-masks", type=name_list, metavar="M1,M2,...",
+                   help="one grayscale mask per style image, with the content's aspect ratio: style i is "
+                        "matched where mask i is white (partly where grey) instead of blending the styles")
     o = p.add_argument_group("output")
     o.add_argument("--save-every", type=positive_int, default=None, metavar="N",
                    help="also save OUT_<iter>.png every N iterations")
@@ -197,7 +205,12 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # ---- validate everything before any work
+    mask_paths = list(args.style_masks or [])
+    if args.style_masks is not None and len(mask_paths) != len(args.styles):
+        raise StylejaxError(f"--style-masks gives {len(mask_paths)} masks for {len(args.styles)} style images; "
+                            "give one mask per style")
     inputs = [args.content, *args.styles] + ([args.init] if args.init not in (None, "content", "random") else [])
+    inputs += mask_paths
     for path in inputs:
         preflight.readable(path, "an image file")
     out = check_output(args.output, inputs, suffixes=IMAGE_SUFFIXES)
@@ -212,9 +225,20 @@ def run(args: argparse.Namespace) -> int:
     check_geometry(options, args.arch, args.content, args.styles)
     content = read_image(args.content)
     styles = [read_image(path) for path in args.styles]
+    masks = read_masks(mask_paths, len(styles), content.shape[:2]) if mask_paths else None
+    if masks is not None and options.style_blend is not None:
+        raise StylejaxError("--style-blend does not apply with --style-masks: each style keeps its own region")
     init_image = read_image(options.init) if options.init not in ("content", "random") else None
     w = load_weights(args)
-    return _run(args, w, content, styles, options, init_image, out, report_path, inputs)
+    return _run(args, w, content, styles, options, init_image, out, report_path, inputs, masks, mask_paths)
+
+
+def read_masks(paths, n_styles: int, content_hw: tuple[int, int]):
+    """Region masks u8[S, H, W] from image files (their luminance), checked against the content."""
+    grays = [np.rint(read_image(path).astype(np.float32) @ np.float32([0.299, 0.587, 0.114])).astype(np.uint8)
+             for path in paths]
+    check_masks(grays, n_styles, content_hw, names=[str(p) for p in paths])
+    return grays
 
 
 def canonical_layers(args: argparse.Namespace) -> None:
@@ -276,7 +300,7 @@ def snapshot_path(out: Path, done: int) -> Path:
 
 
 def _run(args, w, content, styles, options: config.Options, init_image, out: Path, report_path: Path,
-         inputs) -> int:
+         inputs, masks=None, mask_paths=()) -> int:
     bar = progress_bar(options.total_iters, "transfer", quiet=args.quiet)
     save_every = getattr(args, "save_every", None)
     print_every = getattr(args, "print_every", None)
@@ -294,12 +318,13 @@ def _run(args, w, content, styles, options: config.Options, init_image, out: Pat
 
     try:
         result = transfer_batch(content[None], styles, weights=w, options=options, init_image=init_image,
-                                callback=callback)
+                                callback=callback, style_masks=masks)
     finally:
         bar.close()
     write_image(out, result.image)
     report = {
         "command": "transfer", "content": str(inputs[0]), "styles": [str(p) for p in inputs[1:1 + len(styles)]],
+        "style_masks": [str(p) for p in mask_paths] or None,
         "output": str(out), "preset": getattr(args, "preset", None), "settings": result.options.to_dict(),
         "objective": result.objective, "iterations": result.iterations, "seconds": result.seconds,
         "s_per_iter": result.s_per_iter, "per_scale": result.per_scale, "interrupted": result.interrupted,

@@ -27,7 +27,8 @@ OPTIMIZERS = ("lbfgs", "adam", "gd")
 #: images have larger gradients (4e5 at 64 px) and need a smaller lr.
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 10.0, "gd": 1e-4}
 POOLINGS = ("max", "avg")
-STYLE_LOSSES = ("gram",)
+#: Per-layer style distances: Gram matrices (Gatys et al.) or Wasserstein-2 between Gaussians.
+STYLE_LOSSES = ("gram", "w2")
 WEIGHT_UNITS = ("gatys", "neural-style")
 INITS = ("content", "random")
 #: Default (content layers, style layers) of the VGG family.

@@ -15,7 +15,8 @@ It is split by what may change without compiling anything new:
   with region masks one per style, and ``"masks": {layer: f32[S, h, w]}``); with
   ``Spec.temporal`` also ``"temporal": {"image": f32[H, W, 3], "mask": f32[H, W]}``, the
   previous video frame's output warped onto this one and its consistency mask
-  (:mod:`stylejax.temporal`), which adds ``lambda_t Jt`` to ``J``.
+  (:mod:`stylejax.temporal`), which adds ``lambda_t Jt`` to ``J``. With ``style_loss="w2"``
+  each style layer's target also holds ``"cov_sqrt"`` f32[S, C, C] (the style covariance's root).
 
 Every style distance is a function of position sums (:class:`Sums`, :func:`layer_sums`) and
 the content term a sum over positions, so the objective and its gradient can also be
@@ -37,7 +38,7 @@ import numpy as np
 from stylejax import color, losses, temporal
 from stylejax.activations import feature_shapes, features
 from stylejax.errors import StylejaxError
-from stylejax.style_stats import area_resize
+from stylejax.style_stats import Moments, W2Target, area_resize, covariance, sqrtm_psd, w2_distance
 from stylejax.swag import swag
 from stylejax.weights import Weights
 
@@ -137,14 +138,27 @@ def _averages(sums: Sums) -> tuple[jax.Array, jax.Array]:
 
 def style_distance(spec: Spec, sums: Sums, target: dict[str, jax.Array]) -> jax.Array:
     """One layer's style loss from the generated image's :class:`Sums` and the layer's target
-    ``{"mean": f32[S, C], "second": f32[S, C, C]}``, summed over the S regions.
+    ``{"mean": f32[S, C], "second": f32[S, C, C]}`` (with ``"cov_sqrt"`` f32[S, C, C] for
+    ``w2``), summed over the S regions.
 
     ``gram``: ``||E_G[a a^T] - E_S[a a^T]||_F^2 / C^2`` (= ``Js[l]``, the lecture's
     ``||G(S) - G(G)||_F^2 / (nH nW nC)^2`` at equal sizes).
+    ``w2``: ``mean_c (mu_G - mu_S)^2 + tr(S_S + S_G - 2 (S_S^1/2 S_G S_S^1/2)^1/2) / C`` with
+    ``S = E[a a^T] - mu mu^T + 1e-4 I`` (:func:`stylejax.style_stats.w2_distance`).
     """
-    _, second = _averages(sums)
+    mean, second = _averages(sums)
+    if spec.style_loss == "w2":
+        t = Moments(target["mean"], target["second"])
+        return jnp.sum(w2_distance(Moments(mean, second), W2Target(t.mean, covariance(t), target["cov_sqrt"])))
     channels = second.shape[-1]
     return jnp.sum(jnp.square(second - target["second"])) / channels**2
+
+
+def _with_w2(spec: Spec, target: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """A layer's target with ``cov_sqrt`` = S_S^1/2 f32[S, C, C] added for ``w2`` (once per target)."""
+    if spec.style_loss != "w2":
+        return target
+    return {**target, "cov_sqrt": sqrtm_psd(covariance(Moments(target["mean"], target["second"])))}
 
 
 def style_masks(weights: Weights, spec: Spec, masks: jax.Array) -> dict[str, jax.Array]:
@@ -161,7 +175,9 @@ def targets(weights: Weights, spec: Spec, content: jax.Array, styles: Sequence[j
     Without ``masks`` the styles are blended by ``blend`` f32[S] (weights summing to 1) into one
     region's statistics (S = 1). With ``masks`` f32[S, H, W] (one per style, 0-1 at the content's
     size) each style keeps its own statistics and ``targets["masks"]`` holds the masks on every
-    style layer's grid; style ``s`` is then matched on the positions its mask weighs.
+    style layer's grid; style ``s`` is then matched on the positions its mask weighs. For
+    ``spec.style_loss == "w2"`` each layer's target also holds ``cov_sqrt`` f32[S, C, C], the
+    square root of the (blended) style covariance.
     """
     if len(styles) != jnp.shape(blend)[0]:
         raise StylejaxError(f"{len(styles)} style images for {jnp.shape(blend)[0]} blend weights")
@@ -173,9 +189,11 @@ def targets(weights: Weights, spec: Spec, content: jax.Array, styles: Sequence[j
     if masks is None:
         style = {l: jax.tree.map(lambda *v: sum(blend[i] * x for i, x in enumerate(v)), *(p[l] for p in per_style))
                  for l in spec.style_layers}
-        return {"content": {l: acts[l] for l in spec.content_layers}, "style": style}
+        return {"content": {l: acts[l] for l in spec.content_layers},
+                "style": {l: _with_w2(spec, t) for l, t in style.items()}}
     style = {l: jax.tree.map(lambda *v: jnp.concatenate(v), *(p[l] for p in per_style)) for l in spec.style_layers}
-    return {"content": {l: acts[l] for l in spec.content_layers}, "style": style,
+    return {"content": {l: acts[l] for l in spec.content_layers},
+            "style": {l: _with_w2(spec, t) for l, t in style.items()},
             "masks": style_masks(weights, spec, jnp.asarray(masks, jnp.float32))}
 
 

@@ -37,6 +37,7 @@ from stylejax.style import crowsonkb, objective
 from stylejax.style.config import Options, override, resolve, validate
 from stylejax.style.loop import Hyper, LoopState, current, direction, fresh_opt_state, init_state, settle, steps
 from stylejax.style.objective import LossWeights, Spec
+from stylejax.style_stats import area_resize
 from stylejax.weights import Weights
 
 
@@ -98,9 +99,54 @@ def check_image(image, what: str) -> np.ndarray:
     return to_uint8(f)
 
 
+#: Relative difference of width/height allowed between a region mask and the content.
+MASK_ASPECT_TOLERANCE = 0.02
+
+
+def check_masks(masks, n_styles: int, content_hw: tuple[int, int], names: Sequence[str] | None = None) -> np.ndarray:
+    """Region masks, one per style, as f32[S, H, W] in [0, 1] (u8 masks are divided by 255).
+
+    Each mask is u8[H, W] or float [0, 1] [H, W] (white: the style applies, grey: partly), any
+    size with the content's aspect ratio (within 2 %); all are resized (area average) to the
+    first mask's size. Refuses a wrong count, shape, dtype or range, another aspect ratio and an
+    all-zero mask; ``names`` (e.g. file names) name the masks in the messages.
+    """
+    if isinstance(masks, np.ndarray | jax.Array) and np.ndim(masks) in (2, 3):
+        masks = [masks] if np.ndim(masks) == 2 else list(masks)
+    masks = list(masks)
+    if len(masks) != n_styles:
+        raise StylejaxError(f"{len(masks)} style masks for {n_styles} style images; give one mask per style")
+    out = []
+    for i, m in enumerate(masks):
+        what = f"style mask {names[i]}" if names else f"style mask {i + 1}"
+        a = np.asarray(m)
+        if a.ndim == 3 and a.shape[-1] == 1:
+            a = a[..., 0]
+        if a.ndim != 2 or min(a.shape) < 1:
+            raise StylejaxError(f"{what} must be a grayscale image [H, W], got shape {a.shape}")
+        if a.dtype == np.uint8:
+            f = a.astype(np.float32) / 255.0
+        elif np.issubdtype(a.dtype, np.floating):
+            f = a.astype(np.float32)
+            if not np.isfinite(f).all() or f.min() < 0 or f.max() > 1:
+                raise StylejaxError(f"{what}: float values must be finite and within [0, 1], "
+                                    f"got [{np.nanmin(f):.4g}, {np.nanmax(f):.4g}]")
+        else:
+            raise StylejaxError(f"{what} must be uint8 (0-255) or float (0-1), got dtype {a.dtype}")
+        ratio, want = a.shape[1] / a.shape[0], content_hw[1] / content_hw[0]
+        if abs(ratio / want - 1) > MASK_ASPECT_TOLERANCE:
+            raise StylejaxError(f"{what} is {a.shape[1]}x{a.shape[0]} (aspect {ratio:.3f}) but the content is "
+                                f"{content_hw[1]}x{content_hw[0]} (aspect {want:.3f}); give masks of its shape")
+        if not f.max() > 0:
+            raise StylejaxError(f"{what} is empty (all black): its style would apply nowhere")
+        out.append(f)
+    return np.stack([m if m.shape == out[0].shape else np.asarray(area_resize(m, *out[0].shape)) for m in out])
+
+
 def transfer(content, style_or_styles, *, weights: Weights | str = "vgg16", options: Options | None = None,
              preset: str | None = None, key: jax.Array | None = None, init_image=None,
-             callback: Callback | None = None, temporal_target: dict | None = None, **overrides) -> Result:
+             callback: Callback | None = None, temporal_target: dict | None = None, style_masks=None,
+             **overrides) -> Result:
     """Style ``content`` u8[H, W, 3] (or float pixels 0-255) with one style image or a list.
 
     ``overrides`` are :class:`stylejax.style.config.Options` fields (the CLI's options,
@@ -114,6 +160,9 @@ def transfer(content, style_or_styles, *, weights: Weights | str = "vgg16", opti
     ``temporal_target`` (video, :mod:`stylejax.video`): ``{"image": f32[H, W, 3], "mask":
     f32[H, W], "weight": float}`` at the output size adds ``weight * Jt``
     (:func:`stylejax.temporal.temporal_loss`) to the objective; the weight is traced.
+    ``style_masks``: one region mask per style, u8[H, W] (0-255) or f32[H, W] (0-1) with the
+    content's aspect ratio (:func:`check_masks`); style ``s`` is then matched on the positions of
+    the output its mask weighs (guided Gram / W2, Gatys et al. 2017) instead of being blended.
     """
     content = check_image(content, "content")
     if content.ndim != 3:
@@ -125,17 +174,18 @@ def transfer(content, style_or_styles, *, weights: Weights | str = "vgg16", opti
                            "weight": temporal_target["weight"]}
     return transfer_batch(content[None], style_or_styles, weights=weights, options=options, preset=preset,
                           key=key, init_image=init_image, callback=callback, temporal_target=temporal_target,
-                          **overrides)
+                          style_masks=style_masks, **overrides)
 
 
 def transfer_batch(contents, style_or_styles, *, weights: Weights | str = "vgg16", options: Options | None = None,
                    preset: str | None = None, key: jax.Array | None = None, init_image=None,
                    callback: Callback | None = None, temporal_target: dict | None = None,
-                   **overrides) -> Result:
+                   style_masks=None, **overrides) -> Result:
     """Style a batch of same-size contents u8[B, H, W, 3]; each gets its own optimiser state.
 
     Options as :func:`transfer`; image ``b`` of a random init uses ``fold_in(key, b)``;
-    ``temporal_target`` holds ``image`` f32[B, H, W, 3] and ``mask`` f32[B, H, W].
+    ``temporal_target`` holds ``image`` f32[B, H, W, 3] and ``mask`` f32[B, H, W]; the
+    ``style_masks`` apply to every content.
     """
     from stylejax.weights import load
 
@@ -155,8 +205,13 @@ def transfer_batch(contents, style_or_styles, *, weights: Weights | str = "vgg16
         if init_image is None:
             raise StylejaxError(f"init {s.init!r}: give init_image (or use init='content' / 'random')")
         init_image = check_image(init_image, "init image")
+    masks = None
+    if style_masks is not None:
+        masks = check_masks(style_masks, len(styles), contents.shape[1:3])
+        if s.style_blend is not None:
+            raise StylejaxError("style_blend does not apply with style masks: each style keeps its own region")
     return _run(w, contents, styles, s, jax.random.PRNGKey(s.seed) if key is None else key, init_image, callback,
-                temporal_target)
+                temporal_target, masks)
 
 
 def _is_one_image(value) -> bool:
@@ -184,7 +239,8 @@ def loss_weights(w: Weights, spec: Spec, s: Options, output_shape: tuple[int, in
 
 
 def _run(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray], s: Options, key: jax.Array,
-         init_image, callback: Callback | None, temporal_target: dict | None = None) -> Result:
+         init_image, callback: Callback | None, temporal_target: dict | None = None,
+         masks: np.ndarray | None = None) -> Result:
     spec = spec_of(s)
     if temporal_target is not None:
         spec = dataclasses.replace(spec, temporal=True)
@@ -206,7 +262,8 @@ def _run(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray], s: Opti
     try:
         for index, size in enumerate(s.sizes):
             content_px = np.stack([np.asarray(resize_longest(c, size)) for c in contents]).astype(np.float32)
-            targets = _scale_targets(w, spec, s, content_px, styles, blend, size)
+            targets = _scale_targets(w, spec, s, content_px, styles, blend, size,
+                                     _masks_at(masks, content_px.shape[1:3]))
             if temporal_target is not None:
                 targets = {**targets, "temporal": _temporal_at(temporal_target, content_px.shape[1:3])}
             x = (_initial(s, content_px, key, init_image, w.preprocessing) if state is None else
@@ -253,6 +310,8 @@ def _run(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray], s: Opti
                   diverged=diverged, history=history, per_scale=per_scale,
                   objective={**lw.to_dict(spec), "content_layers": list(spec.content_layers),
                              "style_loss": spec.style_loss, "weight_units": s.weight_units,
+                             "style_masks": None if masks is None else
+                             [{"shape": list(m.shape), "coverage": float(m.mean())} for m in masks],
                              "optimized": "luminance Y (0-255)" if s.luminance_only else "pixels (RGB 0-255)"},
                   options=s)
 
@@ -301,15 +360,24 @@ def _shard_batch(tree, batch: int):
 
 
 @functools.partial(jax.jit, static_argnames=("spec",))
-def _targets(w: Weights, content: jax.Array, styles: tuple[jax.Array, ...], blend: jax.Array, *, spec: Spec):
-    """Targets per content: content f32[B, H, W, 3], styles f32[B, Hs, Ws, 3] each (per content)."""
-    return jax.vmap(lambda c, *ss: objective.targets(w, spec, c, ss, blend))(content, *styles)
+def _targets(w: Weights, content: jax.Array, styles: tuple[jax.Array, ...], blend: jax.Array,
+             masks: jax.Array | None = None, *, spec: Spec):
+    """Targets per content: content f32[B, H, W, 3], styles f32[B, Hs, Ws, 3] each (per content),
+    region masks f32[S, H, W] shared by the contents (None: blended styles)."""
+    return jax.vmap(lambda c, *ss: objective.targets(w, spec, c, ss, blend, masks))(content, *styles)
+
+
+def _masks_at(masks: np.ndarray | None, hw: tuple[int, int]) -> jax.Array | None:
+    """Region masks f32[S, h, w] area-averaged to a scale's content size ``hw``: f32[S, H, W]."""
+    if masks is None:
+        return None
+    return jnp.stack([area_resize(m, *hw) for m in masks]) if masks.shape[1:] != tuple(hw) else jnp.asarray(masks)
 
 
 def _scale_targets(w: Weights, spec: Spec, s: Options, content_px: np.ndarray, styles: Sequence[np.ndarray],
-                   blend: jax.Array, size: int):
+                   blend: jax.Array, size: int, masks: jax.Array | None = None):
     """Targets for contents f32[B, H, W, 3] at one scale (styles resized by style_scale, colour
-    matched per content when asked)."""
+    matched per content when asked; ``masks`` f32[S, H, W] at the contents' size)."""
     style_size = max(1, int(math.ceil(s.style_scale * size)))
     styled = []
     for style in styles:
@@ -324,7 +392,7 @@ def _scale_targets(w: Weights, spec: Spec, s: Options, content_px: np.ndarray, s
     content_in = jnp.asarray(content_px)
     if s.luminance_only:
         content_in = color.gray3(color.luminance(content_in))
-    return _targets(w, content_in, tuple(styled), blend, spec=spec)
+    return _targets(w, content_in, tuple(styled), blend, masks, spec=spec)
 
 
 def _initial(s: Options, content_px: np.ndarray, key: jax.Array, init_image, convention: str) -> jax.Array:
@@ -361,4 +429,5 @@ def _finish_best(state, content_px: np.ndarray, s: Options) -> np.ndarray:
     return _finish(current(state), content_px, s)[0]
 
 
-__all__ = ["Result", "check_image", "loss_weights", "scale_state", "spec_of", "transfer", "transfer_batch"]
+__all__ = ["Result", "check_image", "check_masks", "loss_weights", "scale_state", "spec_of", "transfer",
+           "transfer_batch"]
