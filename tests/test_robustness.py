@@ -78,6 +78,13 @@ def refused(folder: Path, *argv, words: tuple[str, ...] = ()) -> str:
     return line
 
 
+def head_file(folder: Path) -> Path:
+    """A .pth name, as a classifier needs (the size is refused before the file is read)."""
+    path = folder / "head.pth"
+    path.write_bytes(b"")
+    return path
+
+
 def frames(folder: Path, n: int = 2, width: int = 40, height: int = 32) -> Path:
     folder.mkdir()
     for t in range(n):
@@ -164,7 +171,8 @@ def test_huge_size_is_refused_by_the_budget_not_by_running_out(tmp_path, pics, c
         argv = ["video", frames(tmp_path / "clip"), style, "--size", 100000, "-o", tmp_path / "o"]
     else:
         argv = {"attribute": ["attribute", content, "--layer", "conv3_1", "--unit", 0, "-o", tmp_path / "o.npz"],
-                "classify": ["classify", content, "--report", tmp_path / "o.json"]}[command]
+                "classify": ["classify", content, "--weights", head_file(tmp_path), "--report", tmp_path / "o.json"],
+                }[command]
         argv += ["--size", 100000]
     line = refused(tmp_path, *argv, words=("--size 100000", "largest --size that fits is"))
     assert 16 <= int(line.split("fits is ")[1].split()[0]) < 100000
@@ -338,7 +346,8 @@ def test_too_small_for_the_layer_states_the_minimum(tmp_path, command):
     small = image(tmp_path / "small.png", 8, 6)
     argv = {"visualize": ["visualize", "--layer", "pool5", "--units", 0, "--size", 16, "-o", tmp_path / "o.png"],
             "attribute": ["attribute", small, "--layer", "pool5", "--unit", 0, "-o", tmp_path / "o.npz"],
-            "classify": ["classify", small, "--size", 16, "--report", tmp_path / "o.json"]}[command]
+            "classify": ["classify", small, "--weights", head_file(tmp_path), "--size", 16,
+                         "--report", tmp_path / "o.json"]}[command]
     refused(tmp_path, *argv, words=("at least 32",))
 
 

@@ -107,14 +107,15 @@ def _model(args: argparse.Namespace):
 def check_geometry(args: argparse.Namespace) -> None:
     """Before any work: the target layer's map is non-empty on the image at the size used, and the
     method's batch fits the memory budget (``preflight``). Reads only the image's header."""
-    from stylejax import models
+    from stylejax import classifier, models
     from stylejax.models import heads
 
     head = preflight.image_size(args.image)
     layer = "fc8" if args.cls is not None else args.layer
-    if head is None or layer is None:
+    if head is None or layer is None or (args.cls is not None and (args.layer, args.unit) != (None, None)):
         return  # the reader, or the target check, gives the error
     if heads.is_head_layer(layer):  # a head reads the backbone's last map
+        classifier.check_spec(args.weights, args.arch)  # weights without a head: said first
         layer = heads.INPUT[args.arch][0] if args.arch in heads.INPUT else models.get(args.arch).layers[-1].name
     layer = models.get(args.arch).canonical([layer])[0]
     width, height = head if args.size is None else preflight.fit_longest(*head, args.size)

@@ -45,8 +45,9 @@ def run(args: argparse.Namespace) -> None:
     path = Path(args.image)
     if not path.is_file():
         raise StylejaxError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
-    # before any work: the head's input map is non-empty on the square, whose pixels (u8, and
-    # Pillow's resized copy) and forward activations (f32, and their temporaries) fit the budget
+    # before any work: weights that can carry a head, the head's input map non-empty on the square,
+    # whose pixels (u8, and Pillow's resized copy) and forward activations (f32) fit the budget
+    classifier.check_spec(args.weights, args.arch)
     layer = heads.INPUT[args.arch][0] if args.arch in heads.INPUT else models.get(args.arch).layers[-1].name
     preflight.check_side(args.arch, [layer], args.size, args.size, what=f"the centre square at --size {args.size}",
                          advice="use a larger --size")
