@@ -91,15 +91,20 @@ def head_from_torchvision(sd: dict, arch: str, origin: str) -> dict:
     return head
 
 
+def check_spec(spec: str | os.PathLike | None, arch: str) -> None:
+    """Refuse, before anything is read, an ``arch`` without a head or a ``spec`` that cannot carry one."""
+    heads.pool_side(arch)
+    if spec is None or str(spec) in BUILTINS or Path(spec).suffix.lower() not in PTH_SUFFIXES:
+        raise StylejaxError(no_head(None if spec is None else str(spec)))
+
+
 def load(spec: str | os.PathLike | None, arch: str, *, preprocessing: str | None = None) -> Classifier:
     """Backbone and head from one torchvision ``.pth`` state dict (conv ``features.*`` + ``classifier.*``).
 
     Raises StylejaxError saying plainly why when ``spec`` cannot carry a head (the built-in
     ``vgg16``, an imported set, a Keras or ONNX file).
     """
-    heads.pool_side(arch)
-    if spec is None or str(spec) in BUILTINS or Path(spec).suffix.lower() not in PTH_SUFFIXES:
-        raise StylejaxError(no_head(None if spec is None else str(spec)))
+    check_spec(spec, arch)
     path = Path(spec)
     fmt, sd = weightfiles.read_any(path)
     params = convert_data(sd, fmt, arch, str(path))

@@ -23,6 +23,11 @@ import numpy as np
 from stylejax.errors import StylejaxError
 
 FLOW_METHODS = ("dis", "farneback")
+#: Smallest frame side (px, the shorter one) each flow method handles, found by trying every
+#: shape up to 69 x 599 and 20 x 4000 (OpenCV 5.1): DIS (PRESET_MEDIUM) raises on a side under 8 px
+#: (both under 12) and, from 8 to 15 px high, crashes the process or returns NaN from 40 px wide on;
+#: Farneback works from 1 px, and the consistency mask's gradients need 2.
+MIN_FLOW_SIDE: dict[str, int] = {"dis": 16, "farneback": 2}
 
 
 def _gray(frame: np.ndarray) -> np.ndarray:
@@ -46,6 +51,9 @@ def optical_flow(a: np.ndarray, b: np.ndarray, method: str = "dis") -> np.ndarra
     ga, gb = _gray(a), _gray(b)
     if ga.shape != gb.shape:
         raise StylejaxError(f"frames differ in size: {ga.shape[::-1]} and {gb.shape[::-1]}")
+    if min(ga.shape) < MIN_FLOW_SIDE.get(method, 1):
+        raise StylejaxError(f"frames of {ga.shape[1]}x{ga.shape[0]} are too small for the {method} flow: "
+                            f"it needs at least {MIN_FLOW_SIDE[method]} px on the shorter side")
     if method == "dis":
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         flow = dis.calc(ga, gb, None)

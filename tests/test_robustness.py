@@ -66,6 +66,32 @@ def subprocess_env(**extra) -> dict:
     return env
 
 
+def refused(folder: Path, *argv, words: tuple[str, ...] = ()) -> str:
+    """``stylejax ARGV`` in a subprocess exits 1 with one error line naming ``words``, no traceback,
+    and leaves ``folder`` (where its outputs would go) as it found it."""
+    before = sorted(folder.rglob("*"))
+    r = subprocess.run([sys.executable, "-m", "stylejax", *map(str, argv)], capture_output=True, text=True,
+                       timeout=120, env=subprocess_env())
+    assert r.returncode == 1, r.stderr
+    line = one_error(r.stderr, *words)
+    assert sorted(folder.rglob("*")) == before
+    return line
+
+
+def head_file(folder: Path) -> Path:
+    """A .pth name, as a classifier needs (the size is refused before the file is read)."""
+    path = folder / "head.pth"
+    path.write_bytes(b"")
+    return path
+
+
+def frames(folder: Path, n: int = 2, width: int = 40, height: int = 32) -> Path:
+    folder.mkdir()
+    for t in range(n):
+        image(folder / f"{t:03d}.png", width, height, seed=t)
+    return folder
+
+
 # ----------------------------------------------------------------------------- crashes
 
 @pytest.mark.parametrize("command", ["transfer", "features", "patches", "visualize"])
@@ -136,6 +162,20 @@ def test_huge_size_says_the_largest_that_fits_before_any_work(capsys, pics, tmp_
     assert 16 <= largest < 100000
     assert time.perf_counter() - t0 < 5
     assert not (tmp_path / "scan").exists() and not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("command", ["attribute", "video", "classify"])
+def test_huge_size_is_refused_by_the_budget_not_by_running_out(tmp_path, pics, command):
+    content, style = pics
+    if command == "video":
+        argv = ["video", frames(tmp_path / "clip"), style, "--size", 100000, "-o", tmp_path / "o"]
+    else:
+        argv = {"attribute": ["attribute", content, "--layer", "conv3_1", "--unit", 0, "-o", tmp_path / "o.npz"],
+                "classify": ["classify", content, "--weights", head_file(tmp_path), "--report", tmp_path / "o.json"],
+                }[command]
+        argv += ["--size", 100000]
+    line = refused(tmp_path, *argv, words=("--size 100000", "largest --size that fits is"))
+    assert 16 <= int(line.split("fits is ")[1].split()[0]) < 100000
 
 
 def test_patches_under_a_memory_limit_leaves_no_blocking_state(capsys, tmp_path):
@@ -286,18 +326,41 @@ def test_degenerate_content_is_refused_with_the_minimum(capsys, tmp_path, pics):
     assert not (tmp_path / "o.png").exists()
 
 
-@pytest.mark.parametrize("command", ["transfer", "features", "patches", "visualize"])
+@pytest.mark.parametrize("command", ["transfer", "features", "patches"])
 def test_size_one_is_refused_with_the_minimum(capsys, tmp_path, pics, command):
     content, style = pics
     argv = {"transfer": ["transfer", content, style, "--size", 1, "-o", tmp_path / "o.png"],
             "features": ["features", content, "--layers", "pool5", "--size", 1, "-o", tmp_path / "o.npz"],
-            "patches": ["patches", tmp_path, "--layer", "pool5", "--size", 1, "-o", tmp_path.parent / f"{tmp_path.name}-scan"],
-            "visualize": ["visualize", "--layer", "pool5", "--units", "0", "--size", 1, "-o", tmp_path / "o.png"]}[command]
+            "patches": ["patches", tmp_path, "--layer", "pool5", "--size", 1, "-o", tmp_path.parent / f"{tmp_path.name}-scan"]}[command]
     rc, out, err = cli(capsys, *argv)
     assert rc == 1 and out == ""
     one_error(err)
     assert any(word in err for word in ("at least", ">="))
     assert not (tmp_path / "o.png").exists() and not (tmp_path / "o.npz").exists()
+
+
+@pytest.mark.parametrize("command", ["visualize", "attribute", "classify"])
+def test_too_small_for_the_layer_states_the_minimum(tmp_path, command):
+    # visualize: pool5 is 1 x 1 on the 28 px canvas of the transforms, but empty on the 16 px
+    # image its objective is reported on (NaN); attribute: a 8x6 image; classify: the head's pool5
+    small = image(tmp_path / "small.png", 8, 6)
+    argv = {"visualize": ["visualize", "--layer", "pool5", "--units", 0, "--size", 16, "-o", tmp_path / "o.png"],
+            "attribute": ["attribute", small, "--layer", "pool5", "--unit", 0, "-o", tmp_path / "o.npz"],
+            "classify": ["classify", small, "--weights", head_file(tmp_path), "--size", 16,
+                         "--report", tmp_path / "o.json"]}[command]
+    refused(tmp_path, *argv, words=("at least 32",))
+
+
+@pytest.mark.parametrize("size,words", [(1, ("1x1", "conv4_2 needs at least 16 px")),
+                                        (48, ("48x12", "dis optical flow needs at least 16 px"))])
+def test_video_too_small_is_refused_before_the_first_frame(tmp_path, pics, size, words):
+    """At 1 px the first frame ran before the flow failed with a traceback, leaving frame_0000.png;
+    at 48x12 (a shallow layer is 1 x 1 at 1 px) OpenCV's DIS flow crashed the process."""
+    _, style = pics
+    clip = frames(tmp_path / "clip", width=64, height=16)
+    layers = [] if size == 1 else ["--content-layer", "conv1_1", "--style-layers", "conv1_1"]
+    refused(tmp_path, "video", clip, style, "--size", size, *layers, "--iters", 1, "-o", tmp_path / "out",
+            words=words)
 
 
 def test_features_refuses_an_empty_pool5(capsys, tmp_path):

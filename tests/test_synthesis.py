@@ -161,6 +161,8 @@ def test_bad_settings(vgg16):
         check_settings(vgg16, Settings(layer="conv2_1", steps=0), [0])
     with pytest.raises(StylejaxError, match="too small for the transforms"):
         check_settings(vgg16, Settings(layer="conv2_1", size=8), [0])
+    with pytest.raises(StylejaxError, match="too small for pool5"):  # 1 x 1 on the canvas, empty on the image
+        check_settings(vgg16, Settings(layer="pool5", size=20), [0])
     with pytest.raises(StylejaxError, match="diversity objective needs a batch of at least 2"):
         check_settings(vgg16, Settings(layer="conv2_1", objective="diversity"), [0])
     with pytest.raises(StylejaxError, match="lr must be"):

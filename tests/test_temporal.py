@@ -101,6 +101,19 @@ def test_flicker_is_zero_for_a_perfect_pan_and_grows_with_noise(photo, rng):
     assert 5 < temporal.flicker(noisy, (4, 0)) < 15
 
 
+@pytest.mark.parametrize("method", temporal.FLOW_METHODS)
+def test_frames_under_the_flow_minimum_are_refused_and_any_shape_at_it_works(photo, method):
+    """DIS crashed the process on a frame 8-15 px high and 40 or more wide; the mask's gradient
+    failed on 1 px frames after Farneback."""
+    need = temporal.MIN_FLOW_SIDE[method]
+    thin = photo[:need - 1, :64]
+    with pytest.raises(StylejaxError, match=f"needs at least {need} px on the shorter side"):
+        temporal.optical_flow(thin, thin, method)
+    for a, b in ((photo[:need, :200], photo[2:need + 2, :200]), (photo[:, :need], photo[:, 2:need + 2])):
+        back, fwd = temporal.optical_flow(b, a, method), temporal.optical_flow(a, b, method)
+        assert np.isfinite(back).all() and temporal.consistency_mask(back, fwd).shape == a.shape[:2]
+
+
 def test_bad_inputs_are_refused():
     a = np.zeros((16, 16, 3), np.uint8)
     with pytest.raises(StylejaxError, match="differ in size"):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stylejax.cli import preflight
 from stylejax.cli.common import (
     add_weights_args,
     load_weights,
@@ -103,6 +104,35 @@ def _model(args: argparse.Namespace):
     return None, args.layer, args.unit, None
 
 
+def check_geometry(args: argparse.Namespace) -> None:
+    """Before any work: the target layer's map is non-empty on the image at the size used, and the
+    method's batch fits the memory budget (``preflight``). Reads only the image's header."""
+    from stylejax import classifier, models
+    from stylejax.models import heads
+
+    head = preflight.image_size(args.image)
+    layer = "fc8" if args.cls is not None else args.layer
+    if head is None or layer is None or (args.cls is not None and (args.layer, args.unit) != (None, None)):
+        return  # the reader, or the target check, gives the error
+    if heads.is_head_layer(layer):  # a head reads the backbone's last map
+        classifier.check_spec(args.weights, args.arch)  # weights without a head: said first
+        layer = heads.INPUT[args.arch][0] if args.arch in heads.INPUT else models.get(args.arch).layers[-1].name
+    layer = models.get(args.arch).canonical([layer])[0]
+    width, height = head if args.size is None else preflight.fit_longest(*head, args.size)
+    preflight.check_side(args.arch, [layer], height, width,
+                         what=f"{args.image} at {'its own size' if args.size is None else f'--size {args.size}'}",
+                         advice="use a larger --size")
+    # the vmapped copies: occluded images (forward only), IG steps and SmoothGrad samples (forward
+    # and backward: the activations, their gradients and the conv temporaries), all f32
+    batch = {"occlusion": args.chunk, "ig": min(args.chunk, args.steps),
+             "smoothgrad": min(args.chunk, args.samples)}.get(args.method, 1)
+    copies = 2 if args.method == "occlusion" else 4
+    per_pixel = 4 * batch * (copies * preflight.activation_floats(args.arch, [layer]) + 16)
+    ratio = min(width, height) / max(width, height)
+    preflight.check_pixels(width * height, per_pixel, option="--size", size=max(width, height),
+                           side_of=lambda px: (px / ratio) ** 0.5)
+
+
 def run(args: argparse.Namespace) -> None:
     from stylejax.interpret import attribution
 
@@ -111,6 +141,7 @@ def run(args: argparse.Namespace) -> None:
     report = Path(args.report) if args.report else out.with_suffix(".json")
     check_output(picture, [args.image, out], suffixes=[".png"])
     check_output(report, [args.image, out, picture], suffixes=[".json"])
+    check_geometry(args)
     pixels = read_image(args.image, args.size)
     model, layer, unit, name = _model(args)
     if model is None:

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from stylejax import models
+from stylejax.cli import preflight
 from stylejax.cli.common import add_weights_args, positive_int, write_json
 from stylejax.errors import StylejaxError
 from stylejax.images import check_output, open_rgb
@@ -36,12 +38,21 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> None:
     from stylejax import classifier
     from stylejax.interpret.dataset import square_crop
+    from stylejax.models import heads
 
     if args.report:
         check_output(args.report, [args.image], suffixes=[".json"])
     path = Path(args.image)
     if not path.is_file():
         raise StylejaxError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    # before any work: weights that can carry a head, the head's input map non-empty on the square,
+    # whose pixels (u8, and Pillow's resized copy) and forward activations (f32) fit the budget
+    classifier.check_spec(args.weights, args.arch)
+    layer = heads.INPUT[args.arch][0] if args.arch in heads.INPUT else models.get(args.arch).layers[-1].name
+    preflight.check_side(args.arch, [layer], args.size, args.size, what=f"the centre square at --size {args.size}",
+                         advice="use a larger --size")
+    preflight.check_pixels(args.size ** 2, 2 * 3 + 4 * 2 * preflight.activation_floats(args.arch, [layer]),
+                           option="--size", size=args.size)
     try:
         img: Image.Image = open_rgb(path, min_side=args.size)
     except StylejaxError as exc:

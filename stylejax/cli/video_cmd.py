@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from stylejax import temporal, video, video_io
+from stylejax.cli import preflight
 from stylejax.cli.common import add_weights_args, load_weights, nonnegative_float, positive_float, progress_bar, write_json
 from stylejax.cli.transfer_cmd import add_transfer_options, environment, options_of
 from stylejax.errors import StylejaxError
@@ -80,6 +81,40 @@ def _finished(folder: Path) -> int:
     return n
 
 
+def check_geometry(settings: config.Options, arch: str, clip: video_io.Clip, styles, flow: str | None) -> None:
+    """Before any work, as ``stylejax transfer`` does for one image: every layer non-empty on a
+    frame at each size and on the style images, the frames at the final size large enough for
+    the optical flow ``flow`` (None: no flow), and one frame's run within the memory budget."""
+    height, width = clip.shape
+    layers = [*settings.content_layers, *settings.style_layers]
+    need = preflight.min_side(arch, layers)
+    for size in settings.sizes:
+        w, h = preflight.fit_longest(width, height, size)
+        what = f"a frame at --size {size} ({width}x{height} input)"
+        flow_need = temporal.MIN_FLOW_SIDE[flow] if flow and size == settings.sizes[-1] else 1
+        if min(w, h) < flow_need and flow_need > need:
+            raise StylejaxError(f"{what} is {w}x{h}; the {flow} optical flow needs at least {flow_need} px on "
+                                "the shorter side (use a larger --size, or --no-temporal)")
+        preflight.check_side(arch, layers, h, w, what=what, advice="use a larger --size")
+    side = max(1, int(-(-settings.sizes[-1] * settings.style_scale // 1)))
+    for style in styles:
+        head = preflight.image_size(style)
+        if head is not None:
+            w, h = preflight.fit_longest(*head, side)
+            preflight.check_side(arch, settings.style_layers, h, w, what=f"style {style} at {side} px",
+                                 advice="use a larger --style-scale or --size")
+    size = max(settings.sizes)
+    w, h = preflight.fit_longest(width, height, size)
+    ratio = min(w, h) / max(w, h)
+    floats = preflight.activation_floats(arch, layers)
+    # one frame's transfer, as `stylejax transfer` estimates it (activations, gradients and conv
+    # temporaries, the L-BFGS history, image buffers, the style images' forward pass, f32), the
+    # temporal term's target, mask and two flows (f32), and every content frame at the size (u8)
+    per_pixel = (4 * (4 * floats + 3 * (2 * settings.lbfgs_memory + 8)) + 4 * floats * settings.style_scale ** 2 / ratio
+                 + 4 * 8 + 3 * len(clip.frames))
+    preflight.check_pixels(w * h, per_pixel, option="--size", size=size, side_of=lambda px: (px / ratio) ** 0.5)
+
+
 def run(args: argparse.Namespace) -> int:
     # ---- validate everything before any work
     source = Path(args.input)
@@ -99,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
         raise StylejaxError(f"{folder} already holds {done} stylised frames; pass --resume to continue, "
                             "or choose another output")
     clip = video_io.read_clip(source, fps=args.fps)
+    check_geometry(settings, args.arch, clip, args.styles,
+                   flow=None if args.no_temporal or len(clip.frames) < 2 else args.flow)
     styles = [read_image(path) for path in args.styles]
     shape = video.content_frames(clip.frames[:1], settings.sizes[-1]).shape[1:3]
     if done > len(clip.frames):

@@ -105,6 +105,7 @@ def grid_picture(images: np.ndarray, labels: list[str], gap: int = 2) -> np.ndar
 
 
 def run(args: argparse.Namespace) -> None:
+    from stylejax.interpret import param
     from stylejax.interpret.projection import layer_info
     from stylejax.interpret.synthesis import (
         Settings,
@@ -121,6 +122,13 @@ def run(args: argparse.Namespace) -> None:
     args.layer = models.get(args.arch).canonical([args.layer])[0]
     info = layer_info(args.arch, args.layer)
     args.units = parse_units(args.units, info.channels, args.layer)
+    # the layer's map is non-empty on the untransformed image (where the objective is reported;
+    # the transforms' canvas is 12 px larger); the synthesis needs param.MIN_SIZE in any case
+    need = preflight.min_side(args.arch, [args.layer])
+    if args.size < max(need, param.MIN_SIZE):
+        raise StylejaxError(f"--size {args.size} is too small for "
+                            f"{args.layer if need > param.MIN_SIZE else 'the transforms'}: use at least "
+                            f"{max(need, param.MIN_SIZE)}")
     images = len(args.units) * args.batch
     # per image pixel: the forward activations kept for the backward pass and their gradients,
     # the transforms' intermediate images, the spectrum and Adam's two moments (f32)

@@ -254,8 +254,8 @@ def check_settings(w: Weights, s: Settings, units: Sequence[int]) -> Layer:
             raise StylejaxError(f"{name} must be a finite number >= 0, got {value!r}")
     if s.size < param.MIN_SIZE:
         raise StylejaxError(f"size {s.size} is too small for the transforms; use >= {param.MIN_SIZE}")
-    seen = param.transformed_size(s.size) if s.transforms else s.size
-    out = feature_shapes(w, (seen, seen), s.layer)[s.layer]
+    # the objective is reported on the untransformed image (the transforms' canvas is larger)
+    out = feature_shapes(w, (s.size, s.size), s.layer)[s.layer]
     if min(out[:2]) < 1:
         raise StylejaxError(f"size {s.size} is too small for {s.layer}: its map would be empty")
     return info
