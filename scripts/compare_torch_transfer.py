@@ -9,6 +9,12 @@ the same number of iterations. Every final image is scored with the same (JAX) o
 
     python scripts/compare_torch_transfer.py [--size 128] [--iters 100] [--loops]
 
+Print size (tiled stylejax against untiled PyTorch): a 512x270 content and a same-size style,
+Adam lr 4 from the content, 20 iterations, alpha 1, beta 1000, stylejax over 128 px tiles:
+
+    python scripts/compare_torch_transfer.py --shape 512x270 --iters 20 --beta 1000 \
+        --optimizers adam --adam-lr 4 --tile 128
+
 ``--loops`` instead measures loop forms of the library's compiled step
 (``stylejax.style.loop.steps``: python loop of single-step calls, K steps per call unrolled,
 K steps rolled) and L-BFGS memory 10 vs 100 (``--sizes 128,256``, ``--calls 10``).
@@ -29,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import stylejax
-from stylejax.images import read_image, resize_longest
+from stylejax.images import read_image, resize_longest, resize_to
 from stylejax.style import loop
 from stylejax.style.config import default_layers
 
@@ -99,13 +105,31 @@ def jax_objective(w: stylejax.Weights, content: np.ndarray, style: np.ndarray, b
     return spec, lw, targets, lambdas
 
 
-def compare(size: int, iters: int, beta: float) -> dict:
+def _crop_to(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The centre crop of ``img`` with the aspect ratio width:height, resized to exactly that."""
+    h, w = img.shape[:2]
+    if w * height > h * width:
+        cw = round(h * width / height)
+        img = img[:, (w - cw) // 2:(w - cw) // 2 + cw]
+    else:
+        ch = round(w * height / width)
+        img = img[(h - ch) // 2:(h - ch) // 2 + ch]
+    return resize_to(img, height, width)
+
+
+def compare(size: int, iters: int, beta: float, optimizers=("lbfgs", "adam"), adam_lr: float = 10.0,
+            tile: int | None = None, shape: tuple[int, int] | None = None) -> dict:
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
     w = stylejax.load_weights("vgg16")
-    content = np.asarray(resize_longest(read_image(DATA / "tubingen.jpg"), size))
-    style = np.asarray(resize_longest(read_image(DATA / "starry_night.jpg"), size))
+    if shape is None:
+        content = np.asarray(resize_longest(read_image(DATA / "tubingen.jpg"), size))
+        style = np.asarray(resize_longest(read_image(DATA / "starry_night.jpg"), size))
+    else:  # a same-size pair: centre crops of both to width x height
+        content = _crop_to(read_image(DATA / "tubingen.jpg"), *shape)
+        style = _crop_to(read_image(DATA / "starry_night.jpg"), *shape)
+        size = max(shape)
     spec, lw, targets, lambdas = jax_objective(w, content, style, beta)
     objective, to_t = torch_objective(w.params, content, style, spec.content_layers[0], spec.style_layers, 1.0,
                                       beta, lambdas)
@@ -127,12 +151,15 @@ def compare(size: int, iters: int, beta: float) -> dict:
                          "grad_rel_diff": float(np.linalg.norm(gt - np.asarray(gj)) / np.linalg.norm(gt))},
            "runs": {}}
     print(json.dumps(out["agreement"]), flush=True)
-    for name, lr in (("lbfgs", 1.0), ("adam", 10.0)):
+    out["tile"] = tile
+    for name, lr in (("lbfgs", 1.0), ("adam", adam_lr)):
+        if name not in optimizers:
+            continue
         sj = stylejax.transfer(content, style, weights=w, size=size, iters=iters, init="content", optimizer=name,
-                               lr=lr, content_weight=1.0, style_weight=beta)
+                               lr=lr, content_weight=1.0, style_weight=beta, tile=tile)
         t_img, t_spi, t_n = run_torch(objective, to_t(content), name, iters, lr)
         res = {"stylejax": {"J_u8": score(sj.image), "J_run": sj.loss["total"],
-                            "s_per_iter": sj.s_per_iter, "iterations": sj.iterations},
+                            "s_per_iter": sj.s_per_iter, "iterations": sj.iterations, "tiling": sj.memory},
                "torch": {"J_u8": score(np.clip(np.rint(t_img), 0, 255)), "J_run": score(t_img),
                          "s_per_iter": t_spi, "iterations": t_n}}
         out["runs"][name] = res
@@ -183,13 +210,19 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--iters", type=int, default=100)
     p.add_argument("--beta", type=float, default=10.0)
+    p.add_argument("--optimizers", default="lbfgs,adam", help="comma-separated: lbfgs, adam (default both)")
+    p.add_argument("--adam-lr", type=float, default=10.0)
+    p.add_argument("--tile", type=int, default=None, help="run stylejax over tiles with this core size")
+    p.add_argument("--shape", default=None, metavar="WxH",
+                   help="centre-crop content and style to this exact size (a same-size pair) instead of --size")
     p.add_argument("--loops", action="store_true")
     p.add_argument("--sizes", default="128,256", help="--loops: comma-separated sizes (default 128,256)")
     p.add_argument("--calls", type=int, default=10, help="--loops: timed steps per form (default 10)")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
     result = (measure_loops(tuple(int(v) for v in args.sizes.split(",")), args.calls) if args.loops
-              else compare(args.size, args.iters, args.beta))
+              else compare(args.size, args.iters, args.beta, tuple(args.optimizers.split(",")), args.adam_lr,
+                           args.tile, tuple(int(v) for v in args.shape.split("x")) if args.shape else None))
     text = json.dumps(result, indent=2)
     if args.json:
         Path(args.json).write_text(text + "\n")

@@ -29,6 +29,8 @@ from stylejax.progress import Progress
 from stylejax.style.config import DEFAULTS, PRESETS, Options
 from stylejax.style.lbfgs import lbfgs
 from stylejax.style.objective import LossWeights, Spec, loss_terms, targets as style_targets
+from stylejax.style.tiling import Grid, loss_terms as tiled_loss_terms, plan as plan_tiles
+from stylejax.style.tiling import value_and_grad as tiled_value_and_grad
 from stylejax.style.transfer import Result, transfer, transfer_batch
 from stylejax.weights import Weights
 
@@ -46,8 +48,9 @@ def load_weights(name_or_file: str | os.PathLike = "vgg16", *, arch: str | None 
 
 
 __all__ = [
-    "DEFAULTS", "PRESETS", "RF", "LossWeights", "Options", "Progress", "Result", "Spec", "StylejaxError", "Weights",
+    "DEFAULTS", "Grid", "PRESETS", "RF", "LossWeights", "Options", "Progress", "Result", "Spec", "StylejaxError", "Weights",
     "archs", "content_loss", "feature_shapes", "features", "gram", "layer_stats", "lbfgs", "load_weights",
     "loss_terms", "normalized_gram", "project_unit", "projection_of", "receptive_field", "scan_arrays", "style_layer_loss",
-    "style_loss", "style_targets", "total_loss", "transfer", "transfer_batch", "tv_loss",
+    "plan_tiles", "style_loss", "style_targets", "tiled_loss_terms", "tiled_value_and_grad", "total_loss", "transfer",
+    "transfer_batch", "tv_loss",
 ]

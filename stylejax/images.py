@@ -21,7 +21,9 @@ from stylejax.errors import StylejaxError
 
 #: Images claiming more pixels than this are refused before decoding (decompression bombs).
 MAX_PIXELS = 100_000_000
-IMAGE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+IMAGE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}
+#: The formats that hold 16 bits per channel (:func:`write_image16`).
+SUFFIXES_16 = (".png", ".tif", ".tiff")
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -245,13 +247,34 @@ def to_uint8(pixels) -> np.ndarray:
     return np.clip(np.rint(np.asarray(pixels, np.float32)), 0, 255).astype(np.uint8)
 
 
+def to_uint16(pixels) -> np.ndarray:
+    """f[..., 3] pixels in [0, 255] -> u16 (0-65535: x 257), rounded and clipped."""
+    return np.clip(np.rint(np.asarray(pixels, np.float32) * 257.0), 0, 65535).astype(np.uint16)
+
+
 def write_image(path: str | os.PathLike, pixels, quality: int = 95) -> Path:
     """Write u8[H, W, 3] (or float pixels in [0, 255]) to PNG or JPEG, atomically."""
     path = Path(path)
     fmt = IMAGE_SUFFIXES.get(path.suffix.lower())
     if fmt is None:
-        raise StylejaxError(f"{path}: unsupported image extension; use .png, .jpg or .jpeg")
+        raise StylejaxError(f"{path}: unsupported image extension; use .png, .jpg, .jpeg, .tif or .tiff")
     arr = pixels if isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8 else to_uint8(pixels)
     img = Image.fromarray(arr)
     options = {"quality": quality} if fmt == "JPEG" else {}
     return atomic_write(path, lambda f: img.save(f, format=fmt, **options))
+
+
+def write_image16(path: str | os.PathLike, pixels: np.ndarray) -> Path:
+    """Write u16[H, W, 3] (0-65535) as a 16-bit-per-channel PNG or TIFF, atomically."""
+    import cv2
+
+    path = Path(path)
+    if path.suffix.lower() not in SUFFIXES_16:
+        raise StylejaxError(f"{path}: 16-bit output needs a .png, .tif or .tiff name")
+    arr = np.asarray(pixels)
+    if arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[-1] != 3:
+        raise StylejaxError(f"16-bit output must be u16[H, W, 3], got {arr.dtype}{list(arr.shape)}")
+    ok, data = cv2.imencode(path.suffix.lower(), np.ascontiguousarray(arr[..., ::-1]))
+    if not ok:
+        raise StylejaxError(f"{path}: could not encode the 16-bit image")
+    return atomic_write(path, lambda f: f.write(data.tobytes()))

@@ -16,10 +16,11 @@ from stylejax.cli import preflight
 from stylejax.cli.common import (add_weights_args, float_list, load_weights, name_list, nonnegative_float,
                                  nonnegative_int, positive_float, positive_int, progress_bar, write_json)
 from stylejax.errors import StylejaxError
-from stylejax.images import IMAGE_SUFFIXES, check_output, read_image, same_file, write_image
+from stylejax.images import IMAGE_SUFFIXES, SUFFIXES_16, check_output, read_image, same_file, write_image, write_image16
+from stylejax.memory import gib
 from stylejax.progress import Progress
-from stylejax.style import config
-from stylejax.style.transfer import check_masks, transfer_batch
+from stylejax.style import config, tiling
+from stylejax.style.transfer import check_masks, spec_of, transfer_batch
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEMO_CONTENTS = {"chelsea": "chelsea.jpg", "astronaut": "astronaut.jpg"}
@@ -88,6 +89,14 @@ def add_transfer_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--iters-first", type=positive_int, metavar="N",
                    help=f"iterations at the first scale (default --iters; modern {MODERN['iters_first']}, "
                         f"then {MODERN['iters']})")
+    t = p.add_argument_group("print size (exact tiling)")
+    t.add_argument("--tile", type=positive_int, metavar="N",
+                   help="evaluate J and its gradient over tiles with N-pixel cores (rounded to the network's "
+                        "stride) and a receptive-field halo: exact, in memory set by the tile (default: tile "
+                        "automatically when the untiled step would exceed --max-memory)")
+    t.add_argument("--max-memory", type=positive_float, metavar="GiB",
+                   help="memory budget for the run in GiB; sets the tile size and the L-BFGS history kept "
+                        "(default: 80%% of the memory available)")
     w = p.add_argument_group("objective")
     w.add_argument("--content-weight", type=nonnegative_float, metavar="A",
                    help=f"alpha (default {D.content_weight:g}; classic {CLASSIC['content_weight']:g} in neural-style units)")
@@ -165,7 +174,7 @@ def register(sub) -> None:
                 "  stylejax transfer photo.jpg starry.jpg --preset modern -o out.png")
     p.add_argument("content", metavar="CONTENT", help="content image")
     p.add_argument("styles", metavar="STYLE", nargs="+", help="style image(s); several are blended")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.png", help="output image (.png or .jpg)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png", help="output image (.png, .jpg or .tif)")
     p.add_argument("--preset", choices=tuple(config.PRESETS), default=None,
                    help="classic: jcjohnson/neural-style's defaults; modern: crowsonkb/style-transfer-pytorch's "
                         "(see above); other options override it")
@@ -175,6 +184,8 @@ def register(sub) -> None:
                    help="one grayscale mask per style image, with the content's aspect ratio: style i is "
                         "matched where mask i is white (partly where grey) instead of blending the styles")
     o = p.add_argument_group("output")
+    o.add_argument("--output-depth", type=int, choices=(8, 16), default=8, metavar="BITS",
+                   help="bits per channel of the output: 8 (default) or 16 (for print; .png or .tif)")
     o.add_argument("--save-every", type=positive_int, default=None, metavar="N",
                    help="also save OUT_<iter>.png every N iterations")
     o.add_argument("--report", metavar="FILE.json", help="JSON report (default: OUT with .json suffix)")
@@ -214,6 +225,8 @@ def run(args: argparse.Namespace) -> int:
     for path in inputs:
         preflight.readable(path, "an image file")
     out = check_output(args.output, inputs, suffixes=IMAGE_SUFFIXES)
+    if getattr(args, "output_depth", 8) == 16 and out.suffix.lower() not in SUFFIXES_16:
+        raise StylejaxError(f"--output-depth 16 needs a .png, .tif or .tiff output, not {out.name}")
     report_path = Path(args.report) if args.report else out.with_suffix(".json")
     if same_file(report_path, out):
         raise StylejaxError(f"--report {report_path} is the output image; give the report its own .json name")
@@ -286,12 +299,21 @@ def check_geometry(options: config.Options, arch: str, content: str, styles) -> 
     size = max(options.sizes)
     width, height = preflight.fit_longest(*head, size)
     ratio = min(width, height) / max(width, height)
-    floats = preflight.activation_floats(arch, layers)
-    # forward activations kept for the backward pass, their gradients and the conv temporaries (4x),
-    # the L-BFGS history (2m) and a few image-sized buffers, all f32; the style images' forward pass
-    per_pixel = 4 * (4 * floats + 3 * (2 * options.lbfgs_memory + 8)) + 4 * floats * options.style_scale ** 2 / ratio
-    preflight.check_pixels(width * height, per_pixel, option="--size", size=size,
-                           side_of=lambda px: (px / ratio) ** 0.5)
+    # tiles bound the network's share (stylejax.style.tiling); the image-sized buffers remain: the
+    # iterate, its gradient, the best iterate, the optimiser's smallest state, the content targets
+    smallest = tiling.smallest(arch, spec_of(options), (height, width), optimizer=_optimizer_name(options),
+                               lbfgs_memory=1, ema=options.ema is not None) - tiling.FIXED_BYTES
+    budget = tiling.budget_bytes(options.max_memory) - tiling.FIXED_BYTES
+    if smallest > budget:
+        fit = budget / (smallest / (width * height))
+        raise StylejaxError(f"--size {size} needs about {gib(smallest)} of memory even with tiles and "
+                            f"about {gib(budget)} is available; the largest --size that fits is "
+                            f"{int((fit / ratio) ** 0.5)} (set --max-memory or {preflight.MEMORY_ENV} to override "
+                            "the estimate)")
+
+
+def _optimizer_name(options: config.Options) -> str:
+    return options.optimizer if isinstance(options.optimizer, str) else "optax"
 
 
 def snapshot_path(out: Path, done: int) -> Path:
@@ -321,7 +343,12 @@ def _run(args, w, content, styles, options: config.Options, init_image, out: Pat
                                 callback=callback, style_masks=masks)
     finally:
         bar.close()
-    write_image(out, result.image)
+    if getattr(args, "output_depth", 8) == 16:
+        write_image16(out, result.image16)
+    else:
+        write_image(out, result.image)
+    for note in result.notes:
+        print(f"stylejax: note: {note}", file=sys.stderr)
     report = {
         "command": "transfer", "content": str(inputs[0]), "styles": [str(p) for p in inputs[1:1 + len(styles)]],
         "style_masks": [str(p) for p in mask_paths] or None,
@@ -329,7 +356,9 @@ def _run(args, w, content, styles, options: config.Options, init_image, out: Pat
         "objective": result.objective, "iterations": result.iterations, "seconds": result.seconds,
         "s_per_iter": result.s_per_iter, "per_scale": result.per_scale, "interrupted": result.interrupted,
         "diverged": result.diverged, "loss": result.loss, "history": result.history,
-        "shape": list(result.image.shape[:2]), "weights": w.report(), **environment(),
+        "shape": list(result.image.shape[:2]), "output_depth": getattr(args, "output_depth", 8),
+        "tiles": result.memory.get("tiles", 1), "memory": result.memory, "notes": result.notes,
+        "weights": w.report(), **environment(),
     }
     write_json(report_path, report)
     if result.interrupted:

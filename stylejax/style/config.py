@@ -85,6 +85,11 @@ class Options:
     ema: float | None = None
     min_scale: int | None = None
     iters_first: int | None = None
+    # Print size (stylejax.style.tiling): ``tile`` the core side in pixels of an exact tiled
+    # objective (None: tile only when the untiled step would not fit ``max_memory``);
+    # ``max_memory`` the memory budget in GiB (None: a safe share of what is available).
+    tile: int | None = None
+    max_memory: float | None = None
 
     @property
     def learning_rate(self) -> float | None:
@@ -232,6 +237,10 @@ def validate(options: Options, arch: str, n_styles: int) -> Options:
             _check_int("scale", v, low=1)
     if s.original_colors and s.luminance_only:
         raise StylejaxError("use either original_colors or luminance_only, not both")
+    if s.tile is not None:
+        _check_int("tile", s.tile, low=1)
+    if s.max_memory is not None:
+        _check_number("max_memory (GiB)", s.max_memory, positive=True)
     return s
 
 

@@ -29,7 +29,9 @@ import optax
 
 from stylejax.iterates import EMAState, ema_init, ema_update, ema_value
 from stylejax.style.lbfgs import lbfgs
+from stylejax.style import tiling
 from stylejax.style.objective import LossWeights, Spec, Targets, loss_terms
+from stylejax.style.tiling import Grid
 from stylejax.weights import Weights
 
 
@@ -88,10 +90,21 @@ def init_state(tx: optax.GradientTransformation, x: jax.Array, terms_like: dict,
     """
     batch = x.shape[0]
     average = None if ema is None else jax.vmap(lambda xi: ema_init(xi, ema))(x)
-    state = LoopState(x, fresh_opt_state(tx, x) if opt_state is None else opt_state, x, jnp.full((batch,), jnp.inf, jnp.float32),
+    fresh = fresh_opt_state(tx, x) if opt_state is None else None
+    state = LoopState(x, opt_state if fresh is None else fresh, x, jnp.full((batch,), jnp.inf, jnp.float32),
                       {name: jnp.zeros((batch,), jnp.float32) for name in terms_like}, average)
-    # every leaf its own buffer: the state is donated, and a buffer may be donated only once
-    return jax.tree.map(lambda a: jnp.array(a, copy=True), state)
+    # every leaf its own buffer: the state is donated, and a buffer may be donated only once. So
+    # copy the caller's arrays (x, a given opt_state) and repeats, and no more: a copy of the
+    # whole L-BFGS history would double its memory at the start of every scale
+    own = {id(leaf) for leaf in jax.tree.leaves(fresh)} - {id(x)}
+    seen: set[int] = set()
+
+    def unique(a):
+        copy = id(a) in seen or id(a) not in own
+        seen.add(id(a))
+        return jnp.array(a, copy=True) if copy else a
+
+    return jax.tree.map(unique, state)
 
 
 def _keep_better(loss, terms, x, best_x, best_loss, best_terms):
@@ -115,16 +128,34 @@ def _per_image(fn, batched_args, shared_args, whole=()):
     return (type(out[0])(*first), *(jax.tree.map(lambda v: v[None], o) for o in out[1:]))
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "tx", "k", "unroll"), donate_argnames=("state",))
+def objective_terms(weights: Weights, spec: Spec, lw: LossWeights, x: jax.Array, targets: Targets,
+                    grid: Grid | None = None) -> tuple[jax.Array, dict]:
+    """``(J, terms)`` of one image: whole, or over the tiles of ``grid`` (:mod:`stylejax.style.tiling`)."""
+    if grid is None:
+        return loss_terms(weights, spec, lw, x, targets)
+    return tiling.loss_terms(weights, spec, lw, x, targets, grid)
+
+
+def objective_value_and_grad(weights: Weights, spec: Spec, lw: LossWeights, x: jax.Array, targets: Targets,
+                             grid: Grid | None = None):
+    """``((J, terms), dJ/dx)`` of one image: whole, or over the tiles of ``grid``."""
+    if grid is None:
+        return jax.value_and_grad(lambda v: loss_terms(weights, spec, lw, v, targets), has_aux=True)(x)
+    return tiling.value_and_grad(weights, spec, lw, x, targets, grid)
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "tx", "k", "unroll", "grid"), donate_argnames=("state",))
 def steps(weights: Weights, hyper: Hyper, state: LoopState, targets: Targets, *, spec: Spec,
-          tx: optax.GradientTransformation, k: int = 1, unroll: bool = True) -> tuple[LoopState, jax.Array]:
-    """``k`` optimisation steps; returns the new state and J f32[B, k] at each evaluated iterate."""
+          tx: optax.GradientTransformation, k: int = 1, unroll: bool = True, grid: Grid | None = None
+          ) -> tuple[LoopState, jax.Array]:
+    """``k`` optimisation steps; returns the new state and J f32[B, k] at each evaluated iterate.
+
+    ``grid``: evaluate J and its gradient over tiles (exact; memory set by the tile)."""
 
     def one(weights, hyper, x, opt_state, best_x, best_loss, best_terms, average, t):
         def body(i, carry):
             x, opt_state, best_x, best_loss, best_terms, average, history = carry
-            (loss, terms), grad = jax.value_and_grad(
-                lambda v: loss_terms(weights, spec, hyper.weights, v, t), has_aux=True)(x)
+            (loss, terms), grad = objective_value_and_grad(weights, spec, hyper.weights, x, t, grid)
             with jax.numpy_dtype_promotion("standard"):  # optax's Adam raises 0.9 to an int32 count
                 updates, opt_state = tx.update(grad, opt_state, x)
             best_x, best_loss, best_terms = _keep_better(loss, terms, x, best_x, best_loss, best_terms)
@@ -140,8 +171,9 @@ def steps(weights: Weights, hyper: Hyper, state: LoopState, targets: Targets, *,
                             state.average, targets), (weights, hyper), whole=(1,))
 
 
-@functools.partial(jax.jit, static_argnames=("spec",), donate_argnames=("state",))
-def settle(weights: Weights, lw: LossWeights, state: LoopState, targets: Targets, *, spec: Spec) -> LoopState:
+@functools.partial(jax.jit, static_argnames=("spec", "grid"), donate_argnames=("state",))
+def settle(weights: Weights, lw: LossWeights, state: LoopState, targets: Targets, *, spec: Spec,
+           grid: Grid | None = None) -> LoopState:
     """Evaluate the final iterate (never evaluated by :func:`steps`) and keep it if it is best.
 
     With an iterate average the result is the average instead: it is evaluated (once) and
@@ -151,9 +183,9 @@ def settle(weights: Weights, lw: LossWeights, state: LoopState, targets: Targets
     def one(weights, lw, x, best_x, best_loss, best_terms, average, t):
         if average is not None:
             mean = ema_value(average)
-            loss, terms = loss_terms(weights, spec, lw, mean, t)
+            loss, terms = objective_terms(weights, spec, lw, mean, t, grid)
             return mean, loss, terms
-        loss, terms = loss_terms(weights, spec, lw, x, t)
+        loss, terms = objective_terms(weights, spec, lw, x, t, grid)
         return _keep_better(loss, terms, x, best_x, best_loss, best_terms)
 
     best = _per_image(one, (state.x, state.best_x, state.best_loss, state.best_terms, state.average, targets),
@@ -166,10 +198,12 @@ def current(state: LoopState) -> jax.Array:
     return state.best_x if state.average is None else jax.vmap(ema_value)(state.average)
 
 
-@functools.partial(jax.jit, static_argnames=("spec",))
-def evaluate(weights: Weights, lw: LossWeights, x: jax.Array, targets: Targets, *, spec: Spec) -> dict:
+@functools.partial(jax.jit, static_argnames=("spec", "grid"))
+def evaluate(weights: Weights, lw: LossWeights, x: jax.Array, targets: Targets, *, spec: Spec,
+             grid: Grid | None = None) -> dict:
     """The objective's terms for a batch x f32[B, H, W, c] (targets batched on axis 0)."""
-    return _per_image(lambda w, l, xi, ti: loss_terms(w, spec, l, xi, ti)[1], (x, targets), (weights, lw))
+    return _per_image(lambda w, l, xi, ti: objective_terms(w, spec, l, xi, ti, grid)[1], (x, targets), (weights, lw))
 
 
-__all__ = ["Hyper", "LoopState", "current", "direction", "evaluate", "fresh_opt_state", "init_state", "settle", "steps"]
+__all__ = ["Hyper", "LoopState", "current", "direction", "evaluate", "fresh_opt_state", "init_state",
+           "objective_terms", "objective_value_and_grad", "settle", "steps"]

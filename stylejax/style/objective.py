@@ -185,15 +185,22 @@ def targets(weights: Weights, spec: Spec, content: jax.Array, styles: Sequence[j
     per_style = []
     for image in styles:
         a = activations(weights, spec, image, spec.style_layers)
-        per_style.append({l: dict(zip(("mean", "second"), _averages(layer_sums(a[l])))) for l in spec.style_layers})
+        per_style.append({l: layer_sums(a[l]) for l in spec.style_layers})
+    return assemble_targets(weights, spec, {l: acts[l] for l in spec.content_layers}, per_style, blend, masks)
+
+
+def assemble_targets(weights: Weights, spec: Spec, content: dict[str, jax.Array], per_style: Sequence[dict[str, Sums]],
+                     blend: jax.Array, masks: jax.Array | None = None) -> Targets:
+    """Targets from the content's activations ``{layer: f32[h, w, C]}`` and each style image's
+    :class:`Sums` per style layer (however they were computed: whole, or over tiles); the rest
+    as :func:`targets`."""
+    stats = [{l: dict(zip(("mean", "second"), _averages(p[l]))) for l in spec.style_layers} for p in per_style]
     if masks is None:
-        style = {l: jax.tree.map(lambda *v: sum(blend[i] * x for i, x in enumerate(v)), *(p[l] for p in per_style))
+        style = {l: jax.tree.map(lambda *v: sum(blend[i] * x for i, x in enumerate(v)), *(p[l] for p in stats))
                  for l in spec.style_layers}
-        return {"content": {l: acts[l] for l in spec.content_layers},
-                "style": {l: _with_w2(spec, t) for l, t in style.items()}}
-    style = {l: jax.tree.map(lambda *v: jnp.concatenate(v), *(p[l] for p in per_style)) for l in spec.style_layers}
-    return {"content": {l: acts[l] for l in spec.content_layers},
-            "style": {l: _with_w2(spec, t) for l, t in style.items()},
+        return {"content": dict(content), "style": {l: _with_w2(spec, t) for l, t in style.items()}}
+    style = {l: jax.tree.map(lambda *v: jnp.concatenate(v), *(p[l] for p in stats)) for l in spec.style_layers}
+    return {"content": dict(content), "style": {l: _with_w2(spec, t) for l, t in style.items()},
             "masks": style_masks(weights, spec, jnp.asarray(masks, jnp.float32))}
 
 
@@ -224,6 +231,13 @@ def loss_terms(weights: Weights, spec: Spec, lw: LossWeights, x: jax.Array, targ
         jc = content_term(spec, acts, targets)
         per_layer = {l: style_distance(spec, layer_sums(acts[l], masks.get(l)), targets["style"][l])
                      for l in spec.style_layers}
+    return combine(spec, lw, pixels, targets, jc, per_layer)
+
+
+def combine(spec: Spec, lw: LossWeights, pixels: jax.Array, targets: Targets, jc: jax.Array,
+            per_layer: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """``(J, terms)`` from ``Jc`` and each style layer's distance; the pixel terms (TV, temporal)
+    from ``pixels`` f32[H, W, 3] (:func:`loss_terms`; the tiled objective shares it)."""
     js = sum(lw.style_layers[i] * per_layer[l] for i, l in enumerate(spec.style_layers))
     jtv = losses.tv_loss(pixels)
     total = losses.total_loss(jc, js, jtv, lw.content, lw.style, lw.tv)
@@ -257,5 +271,5 @@ def neural_style_weights(weights: Weights, spec: Spec, content_shape: tuple[int,
     return alpha, float(style_strength), tuple(1.0 / shapes[l][-1] ** 2 for l in spec.style_layers)
 
 
-__all__ = ["LossWeights", "Spec", "Sums", "Targets", "activations", "content_term", "layer_sums", "loss_terms",
+__all__ = ["LossWeights", "Spec", "Sums", "Targets", "activations", "assemble_targets", "combine", "content_term", "layer_sums", "loss_terms",
            "neural_style_weights", "style_distance", "style_masks", "targets", "to_pixels"]

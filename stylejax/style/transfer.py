@@ -28,12 +28,12 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from stylejax import color, iterates
+from stylejax import color, iterates, memory
 from stylejax.errors import StylejaxError
-from stylejax.images import resize_longest, resize_to, to_uint8
+from stylejax.images import resize_longest, resize_to, to_uint8, to_uint16
 from stylejax.preprocessing import deprocess
 from stylejax.progress import Callback, Progress
-from stylejax.style import crowsonkb, objective
+from stylejax.style import crowsonkb, objective, tiling
 from stylejax.style.config import Options, override, resolve, validate
 from stylejax.style.loop import Hyper, LoopState, current, direction, fresh_opt_state, init_state, settle, steps
 from stylejax.style.objective import LossWeights, Spec
@@ -47,7 +47,10 @@ class Result:
 
     ``images`` u8[B, H, W, 3] (``image`` is the first); ``losses`` the objective's terms per
     image at its output (``loss`` is the first: ``total``, ``content``, ``style``, ``tv``,
-    ``style/<layer>``); ``history`` the batch-mean J at every iteration.
+    ``style/<layer>``); ``history`` the batch-mean J at every iteration. ``pixels`` f32[B, H, W, 3]
+    the outputs before rounding (0-255; ``image16`` is the first as u16 for 16-bit files);
+    ``memory``: the last scale's tiling plan (:class:`stylejax.style.tiling.Plan`) and the
+    process's measured peak resident memory; ``notes``: what was changed to fit (one line each).
     """
 
     images: np.ndarray
@@ -61,6 +64,9 @@ class Result:
     per_scale: list[dict] = field(default_factory=list)
     objective: dict = field(default_factory=dict)
     options: Options | None = None
+    pixels: np.ndarray | None = None
+    memory: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def image(self) -> np.ndarray:
@@ -71,6 +77,11 @@ class Result:
     def loss(self) -> dict:
         """The objective's terms for :attr:`image`."""
         return self.losses[0]
+
+    @property
+    def image16(self) -> np.ndarray:
+        """The first output as u16[H, W, 3] (0-65535) for 16-bit PNG or TIFF."""
+        return to_uint16(self.pixels[0])
 
 
 def check_image(image, what: str) -> np.ndarray:
@@ -244,7 +255,16 @@ def _run(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray], s: Opti
     spec = spec_of(s)
     if temporal_target is not None:
         spec = dataclasses.replace(spec, temporal=True)
-    tx = direction(s.optimizer, s.lbfgs_memory) if isinstance(s.optimizer, str) else s.optimizer
+    plans = _plans(w, spec, s, contents, styles, masks)
+    kept = min(p.lbfgs_memory for p in plans)  # one optimiser for every scale: the least that fits
+    plans = [dataclasses.replace(p, lbfgs_memory=kept) for p in plans]
+    notes = []
+    if s.optimizer == "lbfgs" and kept < s.lbfgs_memory:
+        hw = _fit(contents.shape[1:3], s.sizes[-1])
+        notes.append(f"L-BFGS keeps the last {kept} of {s.lbfgs_memory} steps: {s.lbfgs_memory} would take "
+                     f"{memory.gib(24.0 * s.lbfgs_memory * hw[0] * hw[1] * contents.shape[0])} at {hw[1]}x{hw[0]} "
+                     f"and the budget is {memory.gib(plans[-1].budget)}")
+    tx = direction(s.optimizer, kept) if isinstance(s.optimizer, str) else s.optimizer
     lr = jnp.asarray(s.learning_rate if isinstance(s.optimizer, str) else 1.0, jnp.float32)
     blend = np.asarray(s.style_blend or [1.0] * len(styles), np.float64)
     blend = jnp.asarray(blend / blend.sum(), jnp.float32)
@@ -262,13 +282,17 @@ def _run(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray], s: Opti
     try:
         for index, size in enumerate(s.sizes):
             content_px = np.stack([np.asarray(resize_longest(c, size)) for c in contents]).astype(np.float32)
+            grid = plans[index].grid
+            targets = None  # the previous scale's buffers go before this scale's are made
             targets = _scale_targets(w, spec, s, content_px, styles, blend, size,
-                                     _masks_at(masks, content_px.shape[1:3]))
+                                     _masks_at(masks, content_px.shape[1:3]), plans[index])
             if temporal_target is not None:
                 targets = {**targets, "temporal": _temporal_at(temporal_target, content_px.shape[1:3])}
             x = (_initial(s, content_px, key, init_image, w.preprocessing) if state is None else
                  jax.image.resize(state.best_x, (batch, *content_px.shape[1:3], state.best_x.shape[-1]), "bilinear"))
-            state = _shard_batch(scale_state(tx, s, x, _term_names(spec), state), batch)
+            previous, state = state, None
+            state = _shard_batch(scale_state(tx, s, x, _term_names(spec), previous), batch)
+            del previous
             targets = _shard_batch(targets, batch)
             call_times: list[float] = []
             k = 0
@@ -276,7 +300,7 @@ def _run(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray], s: Opti
             while k < iters and not diverged:
                 n = min(s.steps_per_call, iters - k)
                 t0 = time.perf_counter()
-                state, values = steps(w, hyper, state, targets, spec=spec, tx=tx, k=n)
+                state, values = steps(w, hyper, state, targets, spec=spec, tx=tx, k=n, grid=grid)
                 values = np.asarray(values)  # the one host read per call: f32[B, n]
                 call_times.append((time.perf_counter() - t0) / n)
                 finite = np.isfinite(values).all(axis=0)
@@ -289,11 +313,11 @@ def _run(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray], s: Opti
                     callback(Progress(done, total, "it", history[-1] if history else None, {"size": size},
                                       functools.partial(_finish_best, state, content_px, s)))
             if not diverged:
-                state = settle(w, lw, state, targets, spec=spec)
+                state = settle(w, lw, state, targets, spec=spec, grid=grid)
             steady = call_times[1:] or call_times
             per_scale.append({"size": size, "shape": list(content_px.shape[1:3]), "iterations": k,
                               "s_per_iter": float(np.median(steady)) if steady else None,
-                              "first_call_s": call_times[0] if call_times else None})
+                              "first_call_s": call_times[0] if call_times else None, **plans[index].to_dict()})
             if diverged:
                 break
     except KeyboardInterrupt:
@@ -305,7 +329,8 @@ def _run(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray], s: Opti
     seconds = time.perf_counter() - t_start
     best_terms = jax.device_get(state.best_terms)
     losses = [{k: float(v[b]) for k, v in best_terms.items()} for b in range(batch)]
-    return Result(images=_finish(state.best_x, content_px, s), losses=losses, iterations=done, seconds=seconds,
+    pixels = _finish(state.best_x, content_px, s)
+    return Result(images=to_uint8(pixels), pixels=pixels, losses=losses, iterations=done, seconds=seconds,
                   s_per_iter=per_scale[-1]["s_per_iter"] if per_scale else None, interrupted=interrupted,
                   diverged=diverged, history=history, per_scale=per_scale,
                   objective={**lw.to_dict(spec), "content_layers": list(spec.content_layers),
@@ -313,7 +338,38 @@ def _run(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray], s: Opti
                              "style_masks": None if masks is None else
                              [{"shape": list(m.shape), "coverage": float(m.mean())} for m in masks],
                              "optimized": "luminance Y (0-255)" if s.luminance_only else "pixels (RGB 0-255)"},
-                  options=s)
+                  options=s, notes=notes,
+                  memory={**plans[len(per_scale) - 1 if per_scale else 0].to_dict(), "peak_rss_gib":
+                          round(memory.peak_rss() / tiling.GIB, 3)})
+
+
+def _fit(hw: tuple[int, int], size: int) -> tuple[int, int]:
+    """(H, W) of an image of ``hw`` resized to ``size`` on its longest side (as :func:`resize_longest`),
+    computed without resizing."""
+    h, w = hw
+    if max(h, w) == size:
+        return h, w
+    scale = size / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def _plans(w: Weights, spec: Spec, s: Options, contents: np.ndarray, styles: Sequence[np.ndarray],
+           masks: np.ndarray | None) -> list[tiling.Plan]:
+    """Each scale's :class:`stylejax.style.tiling.Plan` (tiles, L-BFGS history) for the budget."""
+    plans = []
+    for size in s.sizes:
+        hw = _fit(contents.shape[1:3], size)
+        side = max(1, int(math.ceil(s.style_scale * size)))
+        style_hw = [_fit(st.shape[:2], side) for st in styles]
+        p = tiling.choose(w.arch, spec, hw, style_shapes=style_hw, batch=contents.shape[0],
+                          channels=1 if s.luminance_only else 3,
+                          optimizer=s.optimizer if isinstance(s.optimizer, str) else "optax",
+                          lbfgs_memory=s.lbfgs_memory, ema=s.ema is not None, tile=s.tile,
+                          max_memory=s.max_memory, regions=0 if masks is None else len(masks))
+        if s.tile is not None or p.grid is not None or any(g is not None for g in p.style_grids):
+            tiling.check_spec(spec)
+        plans.append(p)
+    return plans
 
 
 def scale_state(tx: optax.GradientTransformation, s: Options, x: jax.Array, term_names: Sequence[str],
@@ -359,12 +415,17 @@ def _shard_batch(tree, batch: int):
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec("batch")))
 
 
-@functools.partial(jax.jit, static_argnames=("spec",))
+@functools.partial(jax.jit, static_argnames=("spec", "grid", "style_grids"))
 def _targets(w: Weights, content: jax.Array, styles: tuple[jax.Array, ...], blend: jax.Array,
-             masks: jax.Array | None = None, *, spec: Spec):
+             masks: jax.Array | None = None, *, spec: Spec, grid: tiling.Grid | None = None,
+             style_grids: tuple[tiling.Grid | None, ...] = ()):
     """Targets per content: content f32[B, H, W, 3], styles f32[B, Hs, Ws, 3] each (per content),
-    region masks f32[S, H, W] shared by the contents (None: blended styles)."""
-    return jax.vmap(lambda c, *ss: objective.targets(w, spec, c, ss, blend, masks))(content, *styles)
+    region masks f32[S, H, W] shared by the contents (None: blended styles); over tiles when a
+    ``grid`` (content) or one of ``style_grids`` is given."""
+    if grid is None and not any(style_grids):
+        return jax.vmap(lambda c, *ss: objective.targets(w, spec, c, ss, blend, masks))(content, *styles)
+    whole = grid or tiling.plan(w.arch, spec.layers, content.shape[1:3], max(content.shape[1:3]))
+    return jax.vmap(lambda c, *ss: tiling.targets(w, spec, c, ss, blend, masks, whole, style_grids))(content, *styles)
 
 
 def _masks_at(masks: np.ndarray | None, hw: tuple[int, int]) -> jax.Array | None:
@@ -375,7 +436,7 @@ def _masks_at(masks: np.ndarray | None, hw: tuple[int, int]) -> jax.Array | None
 
 
 def _scale_targets(w: Weights, spec: Spec, s: Options, content_px: np.ndarray, styles: Sequence[np.ndarray],
-                   blend: jax.Array, size: int, masks: jax.Array | None = None):
+                   blend: jax.Array, size: int, masks: jax.Array | None = None, plan: tiling.Plan | None = None):
     """Targets for contents f32[B, H, W, 3] at one scale (styles resized by style_scale, colour
     matched per content when asked; ``masks`` f32[S, H, W] at the contents' size)."""
     style_size = max(1, int(math.ceil(s.style_scale * size)))
@@ -392,7 +453,10 @@ def _scale_targets(w: Weights, spec: Spec, s: Options, content_px: np.ndarray, s
     content_in = jnp.asarray(content_px)
     if s.luminance_only:
         content_in = color.gray3(color.luminance(content_in))
-    return _targets(w, content_in, tuple(styled), blend, masks, spec=spec)
+    if plan is None:
+        return _targets(w, content_in, tuple(styled), blend, masks, spec=spec)
+    return _targets(w, content_in, tuple(styled), blend, masks, spec=spec, grid=plan.grid,
+                    style_grids=plan.style_grids)
 
 
 def _initial(s: Options, content_px: np.ndarray, key: jax.Array, init_image, convention: str) -> jax.Array:
@@ -413,20 +477,20 @@ def _initial(s: Options, content_px: np.ndarray, key: jax.Array, init_image, con
 
 
 def _finish(x: jax.Array, content_px: np.ndarray, s: Options) -> np.ndarray:
-    """Variable -> u8[B, H, W, 3] output, with colour handling."""
+    """Variable -> f32[B, H, W, 3] output pixels clipped to 0-255, with colour handling."""
     if s.luminance_only:
         rgb = color.with_luminance(x, jnp.asarray(content_px))
     elif s.original_colors:
         rgb = color.original_colors(x, jnp.asarray(content_px))
     else:
         rgb = x
-    return to_uint8(np.asarray(rgb))
+    return np.clip(np.asarray(rgb, np.float32), 0.0, 255.0)
 
 
 def _finish_best(state, content_px: np.ndarray, s: Options) -> np.ndarray:
     """The result so far (the iterate average with ``ema``, else the best evaluated iterate),
     u8[H, W, 3] (the first of the batch), for snapshots."""
-    return _finish(current(state), content_px, s)[0]
+    return to_uint8(_finish(current(state), content_px, s)[0])
 
 
 __all__ = ["Result", "check_image", "check_masks", "loss_weights", "scale_state", "spec_of", "transfer",
