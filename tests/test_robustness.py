@@ -263,8 +263,8 @@ def test_transfer_stopped_by_a_scheduler_saves_image_and_report(tmp_path, pics, 
 def test_patches_stopped_keeps_its_checkpoint_and_says_resume(tmp_path, signum, code):
     folder = tmp_path / "imgs"
     folder.mkdir()
-    for i in range(400):
-        image(folder / f"{i:03d}.png", 24, 24, seed=i)
+    for i in range(3000):  # about 6 s of scanning: the signal must land before the scan ends
+        image(folder / f"{i:04d}.png", 24, 24, seed=i)
     out = tmp_path / "scan"
     proc = subprocess.Popen([sys.executable, "-m", "stylejax", "patches", str(folder), "--layer", "conv1_1",
                              "--size", "16", "--batch", "1", "--workers", "1", "--checkpoint-every", "0.0001",
