@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     for size in (int(v) for v in args.sizes.split(",")):
         shape = (size * 3 // 4, size)
         need = tiling.estimate("vgg16", spec, shape, optimizer="adam")
-        if need < 0.8 * memory.available_memory():
+        if need < memory.BUDGET_SHARE * memory.available_memory():
             rows.append(run(content, size, ["--max-memory", "1000"], args.iters, out))
         else:
             rows.append({"size": size, "args": ["untiled"], "skipped": f"estimate {memory.gib(need)}"})

@@ -129,12 +129,16 @@ def resize_longest(img: Image.Image | np.ndarray, size: int) -> Image.Image:
     if isinstance(img, np.ndarray):
         img = Image.fromarray(np.asarray(img, np.uint8))
     check_size(size)
-    width, height = img.size
+    new = fit_longest(*img.size, size)
+    return img if new == img.size else img.resize(new, Image.Resampling.LANCZOS)
+
+
+def fit_longest(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) after :func:`resize_longest` to ``size``, computed without resizing."""
     if max(width, height) == size:
-        return img
+        return width, height
     scale = size / max(width, height)
-    new = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return img.resize(new, Image.Resampling.LANCZOS)
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def resize_to(img: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -18,6 +18,7 @@ from stylejax.cli.common import (
     progress_callback,
 )
 from stylejax.errors import StylejaxError
+from stylejax.memory import activation_floats
 
 EPILOG = """\
 examples:
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int | None:
         if args.size < need:
             raise StylejaxError(f"--size {args.size} is too small for {name}; use at least {need}")
     # the scan's batch (u8 image, f32 copy, forward activations) and the visualisation's units
-    preflight.check_pixels(args.size ** 2, args.batch * (3 + 8 * preflight.activation_floats(args.arch, args.layers)),
+    preflight.check_pixels(args.size ** 2, args.batch * (3 + 8 * activation_floats(args.arch, args.layers)),
                            option="--size", size=args.size)
     if len(set(args.layers)) != len(args.layers):
         raise StylejaxError(f"--layers {','.join(args.layers)}: repeated layer")

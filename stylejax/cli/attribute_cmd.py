@@ -21,7 +21,8 @@ from stylejax.cli.common import (
     write_json,
 )
 from stylejax.errors import StylejaxError
-from stylejax.images import atomic_write, check_output, read_image, write_image
+from stylejax.images import atomic_write, check_output, fit_longest, read_image, write_image
+from stylejax.memory import activation_floats
 
 METHODS = ("occlusion", "gradcam", "guided-gradcam", "ig", "smoothgrad", "saliency")
 
@@ -118,7 +119,7 @@ def check_geometry(args: argparse.Namespace) -> None:
         classifier.check_spec(args.weights, args.arch)  # weights without a head: said first
         layer = heads.INPUT[args.arch][0] if args.arch in heads.INPUT else models.get(args.arch).layers[-1].name
     layer = models.get(args.arch).canonical([layer])[0]
-    width, height = head if args.size is None else preflight.fit_longest(*head, args.size)
+    width, height = head if args.size is None else fit_longest(*head, args.size)
     preflight.check_side(args.arch, [layer], height, width,
                          what=f"{args.image} at {'its own size' if args.size is None else f'--size {args.size}'}",
                          advice="use a larger --size")
@@ -127,7 +128,7 @@ def check_geometry(args: argparse.Namespace) -> None:
     batch = {"occlusion": args.chunk, "ig": min(args.chunk, args.steps),
              "smoothgrad": min(args.chunk, args.samples)}.get(args.method, 1)
     copies = 2 if args.method == "occlusion" else 4
-    per_pixel = 4 * batch * (copies * preflight.activation_floats(args.arch, [layer]) + 16)
+    per_pixel = 4 * batch * (copies * activation_floats(args.arch, [layer]) + 16)
     ratio = min(width, height) / max(width, height)
     preflight.check_pixels(width * height, per_pixel, option="--size", size=max(width, height),
                            side_of=lambda px: (px / ratio) ** 0.5)

@@ -14,6 +14,7 @@ from stylejax.cli import preflight
 from stylejax.cli.common import add_weights_args, positive_int, write_json
 from stylejax.errors import StylejaxError
 from stylejax.images import check_output, open_rgb
+from stylejax.memory import activation_floats
 
 
 def register(sub) -> None:
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> None:
     layer = heads.INPUT[args.arch][0] if args.arch in heads.INPUT else models.get(args.arch).layers[-1].name
     preflight.check_side(args.arch, [layer], args.size, args.size, what=f"the centre square at --size {args.size}",
                          advice="use a larger --size")
-    preflight.check_pixels(args.size ** 2, 2 * 3 + 4 * 2 * preflight.activation_floats(args.arch, [layer]),
+    preflight.check_pixels(args.size ** 2, 2 * 3 + 4 * 2 * activation_floats(args.arch, [layer]),
                            option="--size", size=args.size)
     try:
         img: Image.Image = open_rgb(path, min_side=args.size)

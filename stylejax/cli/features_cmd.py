@@ -12,7 +12,8 @@ from stylejax import models
 from stylejax.activations import features
 from stylejax.cli import preflight
 from stylejax.cli.common import add_weights_args, load_weights, name_list, positive_int
-from stylejax.images import atomic_write, check_output, read_image
+from stylejax.images import atomic_write, check_output, fit_longest, read_image
+from stylejax.memory import activation_floats
 
 
 def register(sub) -> None:
@@ -40,13 +41,13 @@ def run(args: argparse.Namespace) -> None:
     layers = backbone.canonical(args.layers)
     head = preflight.image_size(args.image)
     if head is not None:
-        width, height = head if args.size is None else preflight.fit_longest(*head, args.size)
+        width, height = head if args.size is None else fit_longest(*head, args.size)
         preflight.check_side(args.arch, layers, height, width,
                              what=f"{args.image} at {'its own size' if args.size is None else f'--size {args.size}'}",
                              advice="use a larger --size")
         ratio = min(width, height) / max(width, height)
         # forward activations (f32) and the saved copies of the requested ones
-        per_pixel = 4 * 2 * preflight.activation_floats(args.arch, layers)
+        per_pixel = 4 * 2 * activation_floats(args.arch, layers)
         preflight.check_pixels(width * height, per_pixel, option="--size", size=max(width, height),
                                side_of=lambda px: (px / ratio) ** 0.5)
     pixels = read_image(args.image, args.size)

@@ -14,6 +14,7 @@ from stylejax.cli.common import (add_scan_args, add_weights_args, fail, load_wei
                                  progress_callback, write_json)
 from stylejax.errors import StylejaxError
 from stylejax.interpret import scan as scan_lib
+from stylejax.memory import activation_floats
 
 
 def register(sub) -> None:
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> int | None:
     if args.size < need:
         raise StylejaxError(f"--size {args.size} is too small for {args.layer}; use at least {need}")
     # per pixel of a batch: the u8 image, its f32 copy and the forward activations (f32)
-    per_pixel = args.batch * (3 + 4 * 2 * preflight.activation_floats(args.arch, [args.layer]))
+    per_pixel = args.batch * (3 + 4 * 2 * activation_floats(args.arch, [args.layer]))
     preflight.check_pixels(args.size ** 2, per_pixel, option="--size", size=args.size)
     channels = {layer.name: layer.channels for layer in backbone.layers}[args.layer]
     try:

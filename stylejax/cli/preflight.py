@@ -25,8 +25,7 @@ from pathlib import Path
 
 from stylejax.errors import StylejaxError
 from stylejax.images import check_writable, file_kind
-from stylejax.memory import (BUDGET_SHARE, MEMORY_ENV, activation_floats, available_memory,  # noqa: F401
-                             gib as _gib, parse_bytes)
+from stylejax.memory import BUDGET_SHARE, MEMORY_ENV, available_memory, gib as _gib
 
 
 def readable(path: str | os.PathLike, what: str = "a file") -> Path:
@@ -136,14 +135,6 @@ def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
             return width, height
     except Exception:  # noqa: BLE001 - the reader gives the real error later
         return None
-
-
-def fit_longest(width: int, height: int, size: int) -> tuple[int, int]:
-    """(width, height) after :func:`stylejax.images.resize_longest` to ``size``."""
-    if max(width, height) == size:
-        return width, height
-    scale = size / max(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 # ----------------------------------------------------------------------------- folders

@@ -16,8 +16,8 @@ from stylejax.cli import preflight
 from stylejax.cli.common import (add_weights_args, float_list, load_weights, name_list, nonnegative_float,
                                  nonnegative_int, positive_float, positive_int, progress_bar, write_json)
 from stylejax.errors import StylejaxError
-from stylejax.images import IMAGE_SUFFIXES, SUFFIXES_16, check_output, read_image, same_file, write_image, write_image16
-from stylejax.memory import gib
+from stylejax.images import IMAGE_SUFFIXES, SUFFIXES_16, check_output, fit_longest, read_image, same_file, write_image, write_image16
+from stylejax.memory import MEMORY_ENV, gib
 from stylejax.progress import Progress
 from stylejax.style import config, tiling
 from stylejax.style.transfer import check_masks, spec_of, transfer_batch
@@ -286,18 +286,18 @@ def check_geometry(options: config.Options, arch: str, content: str, styles) -> 
     if head is None:
         return
     for size in options.sizes:
-        width, height = preflight.fit_longest(*head, size)
+        width, height = fit_longest(*head, size)
         preflight.check_side(arch, layers, height, width, what=f"the output at --size {size} ({head[0]}x{head[1]} "
                              f"content)", advice="use a larger --size, or crop the content")
     for style in styles:
         s_head = preflight.image_size(style)
         if s_head is not None:
             side = max(1, int(-(-options.sizes[-1] * options.style_scale // 1)))
-            width, height = preflight.fit_longest(*s_head, side)
+            width, height = fit_longest(*s_head, side)
             preflight.check_side(arch, options.style_layers, height, width,
                                  what=f"style {style} at {side} px", advice="use a larger --style-scale or --size")
     size = max(options.sizes)
-    width, height = preflight.fit_longest(*head, size)
+    width, height = fit_longest(*head, size)
     ratio = min(width, height) / max(width, height)
     # tiles bound the network's share (stylejax.style.tiling); the image-sized buffers remain: the
     # iterate, its gradient, the best iterate, the optimiser's smallest state, the content targets
@@ -308,7 +308,7 @@ def check_geometry(options: config.Options, arch: str, content: str, styles) -> 
         fit = budget / (smallest / (width * height))
         raise StylejaxError(f"--size {size} needs about {gib(smallest)} of memory even with tiles and "
                             f"about {gib(budget)} is available; the largest --size that fits is "
-                            f"{int((fit / ratio) ** 0.5)} (set --max-memory or {preflight.MEMORY_ENV} to override "
+                            f"{int((fit / ratio) ** 0.5)} (set --max-memory or {MEMORY_ENV} to override "
                             "the estimate)")
 
 

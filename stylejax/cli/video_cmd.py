@@ -16,7 +16,8 @@ from stylejax.cli import preflight
 from stylejax.cli.common import add_weights_args, load_weights, nonnegative_float, positive_float, progress_bar, write_json
 from stylejax.cli.transfer_cmd import add_transfer_options, environment, options_of
 from stylejax.errors import StylejaxError
-from stylejax.images import check_output, read_image, write_image
+from stylejax.images import check_output, fit_longest, read_image, write_image
+from stylejax.memory import activation_floats
 from stylejax.style import config
 
 
@@ -89,7 +90,7 @@ def check_geometry(settings: config.Options, arch: str, clip: video_io.Clip, sty
     layers = [*settings.content_layers, *settings.style_layers]
     need = preflight.min_side(arch, layers)
     for size in settings.sizes:
-        w, h = preflight.fit_longest(width, height, size)
+        w, h = fit_longest(width, height, size)
         what = f"a frame at --size {size} ({width}x{height} input)"
         flow_need = temporal.MIN_FLOW_SIDE[flow] if flow and size == settings.sizes[-1] else 1
         if min(w, h) < flow_need and flow_need > need:
@@ -100,13 +101,13 @@ def check_geometry(settings: config.Options, arch: str, clip: video_io.Clip, sty
     for style in styles:
         head = preflight.image_size(style)
         if head is not None:
-            w, h = preflight.fit_longest(*head, side)
+            w, h = fit_longest(*head, side)
             preflight.check_side(arch, settings.style_layers, h, w, what=f"style {style} at {side} px",
                                  advice="use a larger --style-scale or --size")
     size = max(settings.sizes)
-    w, h = preflight.fit_longest(width, height, size)
+    w, h = fit_longest(width, height, size)
     ratio = min(w, h) / max(w, h)
-    floats = preflight.activation_floats(arch, layers)
+    floats = activation_floats(arch, layers)
     # one frame's transfer, as `stylejax transfer` estimates it (activations, gradients and conv
     # temporaries, the L-BFGS history, image buffers, the style images' forward pass, f32), the
     # temporal term's target, mask and two flows (f32), and every content frame at the size (u8)

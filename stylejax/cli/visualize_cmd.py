@@ -22,6 +22,7 @@ from stylejax.cli.common import (
 from stylejax.errors import StylejaxError
 from stylejax.images import check_output, same_file, write_image
 from stylejax.interpret.scan import parse_units
+from stylejax.memory import activation_floats
 
 EPILOG = """\
 examples:
@@ -132,7 +133,7 @@ def run(args: argparse.Namespace) -> None:
     images = len(args.units) * args.batch
     # per image pixel: the forward activations kept for the backward pass and their gradients,
     # the transforms' intermediate images, the spectrum and Adam's two moments (f32)
-    per_pixel = 4 * (4 * preflight.activation_floats(args.arch, [args.layer]) + 16) * images
+    per_pixel = 4 * (4 * activation_floats(args.arch, [args.layer]) + 16) * images
     preflight.check_pixels(args.size ** 2, per_pixel, option="--size", size=args.size)
     s = Settings(layer=args.layer, objective=args.objective, steps=args.steps, lr=args.lr,
                  size=args.size, batch=args.batch, diversity_weight=args.diversity_weight,

@@ -31,7 +31,6 @@ from stylejax.iterates import EMAState, ema_init, ema_update, ema_value
 from stylejax.style.lbfgs import lbfgs
 from stylejax.style import tiling
 from stylejax.style.objective import LossWeights, Spec, Targets, loss_terms
-from stylejax.style.tiling import Grid
 from stylejax.weights import Weights
 
 
@@ -129,7 +128,7 @@ def _per_image(fn, batched_args, shared_args, whole=()):
 
 
 def objective_terms(weights: Weights, spec: Spec, lw: LossWeights, x: jax.Array, targets: Targets,
-                    grid: Grid | None = None) -> tuple[jax.Array, dict]:
+                    grid: tiling.Grid | None = None) -> tuple[jax.Array, dict]:
     """``(J, terms)`` of one image: whole, or over the tiles of ``grid`` (:mod:`stylejax.style.tiling`)."""
     if grid is None:
         return loss_terms(weights, spec, lw, x, targets)
@@ -137,7 +136,7 @@ def objective_terms(weights: Weights, spec: Spec, lw: LossWeights, x: jax.Array,
 
 
 def objective_value_and_grad(weights: Weights, spec: Spec, lw: LossWeights, x: jax.Array, targets: Targets,
-                             grid: Grid | None = None):
+                             grid: tiling.Grid | None = None):
     """``((J, terms), dJ/dx)`` of one image: whole, or over the tiles of ``grid``."""
     if grid is None:
         return jax.value_and_grad(lambda v: loss_terms(weights, spec, lw, v, targets), has_aux=True)(x)
@@ -146,7 +145,7 @@ def objective_value_and_grad(weights: Weights, spec: Spec, lw: LossWeights, x: j
 
 @functools.partial(jax.jit, static_argnames=("spec", "tx", "k", "unroll", "grid"), donate_argnames=("state",))
 def steps(weights: Weights, hyper: Hyper, state: LoopState, targets: Targets, *, spec: Spec,
-          tx: optax.GradientTransformation, k: int = 1, unroll: bool = True, grid: Grid | None = None
+          tx: optax.GradientTransformation, k: int = 1, unroll: bool = True, grid: tiling.Grid | None = None
           ) -> tuple[LoopState, jax.Array]:
     """``k`` optimisation steps; returns the new state and J f32[B, k] at each evaluated iterate.
 
@@ -173,7 +172,7 @@ def steps(weights: Weights, hyper: Hyper, state: LoopState, targets: Targets, *,
 
 @functools.partial(jax.jit, static_argnames=("spec", "grid"), donate_argnames=("state",))
 def settle(weights: Weights, lw: LossWeights, state: LoopState, targets: Targets, *, spec: Spec,
-           grid: Grid | None = None) -> LoopState:
+           grid: tiling.Grid | None = None) -> LoopState:
     """Evaluate the final iterate (never evaluated by :func:`steps`) and keep it if it is best.
 
     With an iterate average the result is the average instead: it is evaluated (once) and
@@ -200,7 +199,7 @@ def current(state: LoopState) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("spec", "grid"))
 def evaluate(weights: Weights, lw: LossWeights, x: jax.Array, targets: Targets, *, spec: Spec,
-             grid: Grid | None = None) -> dict:
+             grid: tiling.Grid | None = None) -> dict:
     """The objective's terms for a batch x f32[B, H, W, c] (targets batched on axis 0)."""
     return _per_image(lambda w, l, xi, ti: objective_terms(w, spec, l, xi, ti, grid)[1], (x, targets), (weights, lw))
 

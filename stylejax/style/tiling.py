@@ -350,6 +350,11 @@ def budget_bytes(max_memory_gib: float | None) -> float:
     return memory.BUDGET_SHARE * memory.available_memory()
 
 
+def history_bytes(shape: tuple[int, int], *, channels: int = 3, batch: int = 1) -> int:
+    """Bytes of one remembered L-BFGS step (the pair s, y in f32) for ``batch`` images of ``shape``."""
+    return 4 * channels * 2 * shape[0] * shape[1] * batch
+
+
 def _image_floats(optimizer: str, lbfgs_memory: int, ema: bool) -> int:
     """Image-sized f32 buffers per channel of the optimised variable: the iterate, its gradient,
     the best iterate, the update and temporaries, the optimiser's state and the average. L-BFGS
@@ -399,7 +404,7 @@ def choose(arch: str, spec: Spec, shape: tuple[int, int], *, style_shapes: Seque
     kw = dict(batch=batch, channels=channels, optimizer=optimizer, ema=ema, regions=regions)
     kept = lbfgs_memory
     if optimizer == "lbfgs":
-        history = 4 * channels * 2 * shape[0] * shape[1] * batch
+        history = history_bytes(shape, channels=channels, batch=batch)
         kept = int(min(lbfgs_memory, max(1, (budget / 2 - FIXED_BYTES) // history)))
     kw["lbfgs_memory"] = kept
     stride, halo = geometry(arch, spec.layers)
@@ -439,4 +444,4 @@ def choose(arch: str, spec: Spec, shape: tuple[int, int], *, style_shapes: Seque
 
 
 __all__ = ["FIXED_BYTES", "GIB", "MARGIN", "NET_BYTES_WHOLE", "NET_BYTES_WINDOW", "Grid", "Plan", "budget_bytes", "check_spec", "choose", "content_activations", "estimate",
-           "geometry", "image_sums", "loss_terms", "plan", "smallest", "targets", "value_and_grad"]
+           "geometry", "history_bytes", "image_sums", "loss_terms", "plan", "smallest", "targets", "value_and_grad"]

@@ -30,7 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from stylejax import color, iterates, memory
 from stylejax.errors import StylejaxError
-from stylejax.images import resize_longest, resize_to, to_uint8, to_uint16
+from stylejax.images import fit_longest, resize_longest, resize_to, to_uint8, to_uint16
 from stylejax.preprocessing import deprocess
 from stylejax.progress import Callback, Progress
 from stylejax.style import crowsonkb, objective, tiling
@@ -262,7 +262,8 @@ def _run(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray], s: Opti
     if s.optimizer == "lbfgs" and kept < s.lbfgs_memory:
         hw = _fit(contents.shape[1:3], s.sizes[-1])
         notes.append(f"L-BFGS keeps the last {kept} of {s.lbfgs_memory} steps: {s.lbfgs_memory} would take "
-                     f"{memory.gib(24.0 * s.lbfgs_memory * hw[0] * hw[1] * contents.shape[0])} at {hw[1]}x{hw[0]} "
+                     f"{memory.gib(s.lbfgs_memory * tiling.history_bytes(hw, channels=_channels(s), batch=contents.shape[0]))} "
+                     f"at {hw[1]}x{hw[0]} "
                      f"and the budget is {memory.gib(plans[-1].budget)}")
     tx = direction(s.optimizer, kept) if isinstance(s.optimizer, str) else s.optimizer
     lr = jnp.asarray(s.learning_rate if isinstance(s.optimizer, str) else 1.0, jnp.float32)
@@ -344,13 +345,13 @@ def _run(w: Weights, contents: np.ndarray, styles: Sequence[np.ndarray], s: Opti
 
 
 def _fit(hw: tuple[int, int], size: int) -> tuple[int, int]:
-    """(H, W) of an image of ``hw`` resized to ``size`` on its longest side (as :func:`resize_longest`),
-    computed without resizing."""
-    h, w = hw
-    if max(h, w) == size:
-        return h, w
-    scale = size / max(h, w)
-    return max(1, round(h * scale)), max(1, round(w * scale))
+    """(H, W) of an image of ``hw`` (H, W) after :func:`resize_longest` to ``size``."""
+    return fit_longest(hw[1], hw[0], size)[::-1]
+
+
+def _channels(s: Options) -> int:
+    """Channels of the optimised variable: 1 (luminance Y) or 3 (RGB)."""
+    return 1 if s.luminance_only else 3
 
 
 def _plans(w: Weights, spec: Spec, s: Options, contents: np.ndarray, styles: Sequence[np.ndarray],
@@ -362,7 +363,7 @@ def _plans(w: Weights, spec: Spec, s: Options, contents: np.ndarray, styles: Seq
         side = max(1, int(math.ceil(s.style_scale * size)))
         style_hw = [_fit(st.shape[:2], side) for st in styles]
         p = tiling.choose(w.arch, spec, hw, style_shapes=style_hw, batch=contents.shape[0],
-                          channels=1 if s.luminance_only else 3,
+                          channels=_channels(s),
                           optimizer=s.optimizer if isinstance(s.optimizer, str) else "optax",
                           lbfgs_memory=s.lbfgs_memory, ema=s.ema is not None, tile=s.tile,
                           max_memory=s.max_memory, regions=0 if masks is None else len(masks))
