@@ -66,6 +66,12 @@ def subprocess_env(**extra) -> dict:
     return env
 
 
+#: ``python -c WITH_CTRL_C ARGV`` runs ``stylejax ARGV`` with SIGINT raising KeyboardInterrupt, as
+#: at a terminal, also when the tests were started with SIGINT ignored (as a background job is).
+WITH_CTRL_C = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+               "sys.argv[0] = 'stylejax'; runpy.run_module('stylejax', run_name='__main__')")
+
+
 def refused(folder: Path, *argv, words: tuple[str, ...] = ()) -> str:
     """``stylejax ARGV`` in a subprocess exits 1 with one error line naming ``words``, no traceback,
     and leaves ``folder`` (where its outputs would go) as it found it."""
@@ -263,10 +269,10 @@ def test_transfer_stopped_by_a_scheduler_saves_image_and_report(tmp_path, pics, 
 def test_patches_stopped_keeps_its_checkpoint_and_says_resume(tmp_path, signum, code):
     folder = tmp_path / "imgs"
     folder.mkdir()
-    for i in range(3000):  # about 6 s of scanning: the signal must land before the scan ends
-        image(folder / f"{i:04d}.png", 24, 24, seed=i)
+    for i in range(400):
+        image(folder / f"{i:03d}.png", 24, 24, seed=i)
     out = tmp_path / "scan"
-    proc = subprocess.Popen([sys.executable, "-m", "stylejax", "patches", str(folder), "--layer", "conv1_1",
+    proc = subprocess.Popen([sys.executable, "-c", WITH_CTRL_C, "patches", str(folder), "--layer", "conv1_1",
                              "--size", "16", "--batch", "1", "--workers", "1", "--checkpoint-every", "0.0001",
                              "--quiet", "-o", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
